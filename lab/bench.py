@@ -1,0 +1,402 @@
+"""Benchmarks: plan a sweep, run it in engine children under the monitor, store every figure.
+
+One function, :func:`run_bench`, serves both faces: the CLI calls it and prints rows as they
+arrive; the app calls it in a thread worker and renders the same events live. Each engine child
+handles one model instance (model file + model parameters); context parameters and tests vary
+inside it, so the model is reloaded only when a model parameter changes, as in llama-bench.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from lab import __version__
+from lab.engine import protocol
+from lab.engine.protocol import BenchItem, BenchJob, ChatPrompt, ContextParams, ModelParams, TestSpec
+from lab.errors import Cancelled, LabError, NotEnoughMemory
+from lab.stats import NOISY_CV, percentile, speed_stats
+
+OnEvent = Callable[[dict[str, Any]], None]
+SAMPLE_INTERVAL_S = 0.1
+_BUNDLED_PROMPTS = Path(__file__).parent / "data" / "chat_prompts.jsonl"
+
+
+def default_threads() -> int:
+    from lab.hardware import physical_cores
+
+    return physical_cores()
+
+
+@dataclass
+class BenchOptions:
+    """A sweep, in llama-bench's terms; every list is one axis of the cartesian product."""
+
+    models: list[str]
+    n_prompt: list[int] = field(default_factory=lambda: [512])
+    n_gen: list[int] = field(default_factory=lambda: [128])
+    pg: list[tuple[int, int]] = field(default_factory=list)
+    n_depth: list[int] = field(default_factory=lambda: [0])
+    repetitions: int = 5
+    threads: list[int] = field(default_factory=list)  # empty: physical cores
+    n_gpu_layers: list[int] = field(default_factory=lambda: [0])
+    n_batch: list[int] = field(default_factory=lambda: [2048])
+    n_ubatch: list[int] = field(default_factory=lambda: [512])
+    flash_attn: list[int] = field(default_factory=lambda: [-1])
+    type_k: list[str] = field(default_factory=lambda: ["f16"])
+    type_v: list[str] = field(default_factory=lambda: ["f16"])
+    mmap: list[int] = field(default_factory=lambda: [1])
+    repack: list[int] | None = None  # None: probe per CPU and quant type
+    chat: bool = False
+    prompts_file: Path | None = None
+    chat_max_tokens: int = 128
+    warmup: bool = True
+    force: bool = False
+    timeout: float | None = None
+    label: str | None = None
+
+
+@dataclass
+class PlannedRun:
+    """One engine child: a model instance and the items it will run."""
+
+    model_arg: str
+    path: Path
+    summary: Any  # gguf_info.ModelSummary
+    job: BenchJob
+    estimate: Any  # gguf_info.MemoryEstimate at the largest context of the run
+
+    @property
+    def tests(self) -> list[str]:
+        return [item.test.name for item in self.job.items]
+
+
+@dataclass
+class BenchOutcome:
+    status: str  # "ok", "failed" or "cancelled"
+    run_ids: list[str] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+# --- planning ---------------------------------------------------------------------------------
+
+
+def load_prompts(path: Path | None = None) -> list[ChatPrompt]:
+    """Chat prompts from a JSONL file: ``{"messages": [{"role":..., "content":...}]}`` or
+    ``{"prompt": "..."}`` per line. Errors name the line."""
+    path = path or _BUNDLED_PROMPTS
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise LabError(f"No such prompts file: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LabError(f"Cannot read prompts file {path}: {exc}") from None
+    prompts = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            raise LabError(f"{path} line {number} is not valid JSON") from None
+        if isinstance(item, dict) and isinstance(item.get("prompt"), str):
+            messages = [{"role": "user", "content": item["prompt"]}]
+        elif isinstance(item, dict) and isinstance(item.get("messages"), list) and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in item["messages"]
+        ) and item["messages"]:
+            messages = item["messages"]
+        else:
+            raise LabError(f"{path} line {number} needs a 'prompt' string or a 'messages' list of role/content")
+        prompts.append(ChatPrompt(messages=messages, id=str(item.get("id", number))))
+    if not prompts:
+        raise LabError(f"{path} holds no prompts")
+    return prompts
+
+
+def _tests(o: BenchOptions) -> list[TestSpec]:
+    tests: list[TestSpec] = []
+    for d in o.n_depth:
+        tests += [TestSpec(n_prompt=p, n_depth=d) for p in o.n_prompt if p > 0]
+        tests += [TestSpec(n_gen=n, n_depth=d) for n in o.n_gen if n > 0]
+        tests += [TestSpec(n_prompt=p, n_gen=n, n_depth=d) for p, n in o.pg]
+    if o.chat:
+        tests.append(TestSpec(kind="chat"))
+    return tests
+
+
+def _validate(o: BenchOptions) -> None:
+    if not o.models:
+        raise LabError("Give at least one MODEL (a .gguf path, a library name, or 'demo')")
+    if o.repetitions < 1:
+        raise LabError("--repetitions must be at least 1")
+    for name, values in (("-p", o.n_prompt), ("-n", o.n_gen), ("-d", o.n_depth)):
+        if any(v < 0 for v in values):
+            raise LabError(f"{name} values cannot be negative")
+    for name, values in (("-t", o.threads), ("-b", o.n_batch), ("-ub", o.n_ubatch)):
+        if any(v < 1 for v in values):
+            raise LabError(f"{name} values must be at least 1")
+    if not _tests(o):
+        raise LabError("Nothing to run: every test size is 0 (give -p, -n, -pg or --chat)")
+
+
+def plan(options: BenchOptions, *, available_bytes: int | None = None) -> list[PlannedRun]:
+    """Resolve models, read their headers, build one job per model instance and check that
+    each fits in memory (refused unless ``force``)."""
+    from lab import library
+    from lab.gguf_info import estimate_memory, inspect
+
+    _validate(options)
+    threads = options.threads or [default_threads()]
+    prompts = load_prompts(options.prompts_file) if options.chat else []
+    tests = _tests(options)
+    if available_bytes is None:
+        import psutil
+
+        available_bytes = psutil.virtual_memory().available
+    runs: list[PlannedRun] = []
+    for arg in options.models:
+        local = library.resolve(arg)
+        summary = inspect(local.path)
+        repacks: list[bool | None] = [None] if options.repack is None else [bool(r) for r in options.repack]
+        for ngl, mmap, repack in itertools.product(options.n_gpu_layers, options.mmap, repacks):
+            items = [
+                BenchItem(test, ContextParams(n_threads=t, n_batch=b, n_ubatch=ub, flash_attn=fa, type_k=tk, type_v=tv))
+                for b, ub, fa, tk, tv, t in itertools.product(
+                    options.n_batch, options.n_ubatch, options.flash_attn, options.type_k, options.type_v, threads)
+                for test in tests
+            ]
+            job = BenchJob(
+                model=ModelParams(str(local.path), n_gpu_layers=ngl, use_mmap=bool(mmap), repack=repack),
+                items=items, repetitions=options.repetitions, warmup=options.warmup,
+                prompts=prompts, chat_max_tokens=options.chat_max_tokens,
+            )
+            worst = max(items, key=lambda i: (_n_ctx(i.test, job), i.ctx.n_ubatch))
+            est = estimate_memory(
+                summary, _n_ctx(worst.test, job), n_ubatch=worst.ctx.n_ubatch, type_k=worst.ctx.type_k,
+                type_v=worst.ctx.type_v, n_gpu_layers=ngl, flash_attn=worst.ctx.flash_attn == 1,
+            )
+            if est.host_bytes > available_bytes and not options.force:
+                raise NotEnoughMemory(
+                    f"{local.name} needs about {est.host_bytes / 2**30:.2f} GiB at context {est.n_ctx} "
+                    f"but only {available_bytes / 2**30:.2f} GiB is available; use --force to try anyway"
+                )
+            runs.append(PlannedRun(arg, local.path, summary, job, est))
+    return runs
+
+
+def _n_ctx(test: TestSpec, job: BenchJob) -> int:
+    if test.kind == "chat":
+        # Prompts are short; the estimate allows 512 prompt tokens plus the generation.
+        return 512 + job.chat_max_tokens
+    return max(1, test.n_prompt + test.n_gen + test.n_depth)
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+class _RunRecorder:
+    """Turns one child's events into rows, as they arrive."""
+
+    def __init__(self, store: Any, planned: PlannedRun, run_id: str, machine: dict[str, Any],
+                 model_row: dict[str, Any], on_event: OnEvent):
+        self.store = store
+        self.planned = planned
+        self.run_id = run_id
+        self.machine = machine
+        self.model_row = model_row
+        self.on_event = on_event
+        self.sampler: Any = None
+        self.t0 = time.monotonic()
+        self.current_test: str | None = None
+        self.tokens = 0
+        self.loaded: dict[str, Any] = {}
+        self.results: list[dict[str, Any]] = []
+        self._samples: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    # sampler thread
+    def on_sample(self, sample: Any) -> None:
+        row = sample.to_row()
+        row.update(run_id=self.run_id, test=self.current_test, tokens=self.tokens)
+        with self._lock:
+            self._samples.append(row)
+        self.on_event({"event": "sample", "run_id": self.run_id, "sample": row})
+
+    def flush_samples(self) -> None:
+        with self._lock:
+            rows, self._samples = self._samples, []
+        self.store.add_samples(rows)
+
+    def start_sampler(self, pid: int) -> None:
+        from lab.monitor import Sampler
+
+        self.sampler = Sampler(pid, interval=SAMPLE_INTERVAL_S, on_sample=self.on_sample)
+        self.sampler.start()
+
+    # bench thread
+    def handle(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == protocol.LOADED:
+            self.loaded = event
+            self.store.update_run(self.run_id, load_ms=event.get("load_ms"))
+        elif kind == protocol.TEST_START:
+            self.current_test = event["test"]
+            self.tokens = 0
+            if self.sampler is not None:
+                self.sampler.begin_window()
+            event = dict(event, n_tests=len(self.planned.job.items))
+        elif kind == protocol.REP:
+            item = self.planned.job.items[event["index"]]
+            self.tokens += item.test.n_tokens if item.test.kind != "chat" else int(event.get("n_generated") or 0)
+        elif kind == protocol.TOKEN:
+            pass
+        elif kind == protocol.TEST_END:
+            row = self.result_row(event)
+            self.store.add_result(row)
+            self.flush_samples()
+            self.results.append(row)
+            self.on_event({"event": "result", "run_id": self.run_id, "row": row})
+            return
+        self.on_event(dict(event, run_id=self.run_id))
+
+    def result_row(self, end: dict[str, Any]) -> dict[str, Any]:
+        from lab.gguf_info import estimate_memory
+
+        item = self.planned.job.items[end["index"]]
+        test, cp, mp = item.test, item.ctx, self.planned.job.model
+        window = self.sampler.end_window() if self.sampler is not None else None
+        n_ctx = int(end.get("n_ctx") or 0)
+        est = estimate_memory(self.planned.summary, max(n_ctx, 1), n_ubatch=cp.n_ubatch, type_k=cp.type_k,
+                              type_v=cp.type_v, n_gpu_layers=mp.n_gpu_layers, flash_attn=cp.flash_attn == 1)
+        row: dict[str, Any] = {
+            "run_id": self.run_id, "machine_id": self.machine["id"], "model_id": self.model_row["id"],
+            "model_filename": self.model_row["model_filename"],
+            "model_type": self.loaded.get("desc") or self.model_row.get("model_type"),
+            "model_size": self.loaded.get("model_size") or self.model_row.get("model_size"),
+            "model_n_params": self.loaded.get("n_params") or self.model_row.get("model_n_params"),
+            "backends": self.machine.get("backends"), "test": test.name, "n_prompt": test.n_prompt,
+            "n_gen": test.n_gen, "n_depth": test.n_depth, "n_batch": cp.n_batch, "n_ubatch": cp.n_ubatch,
+            "n_threads": cp.n_threads, "n_gpu_layers": mp.n_gpu_layers, "type_k": cp.type_k, "type_v": cp.type_v,
+            "flash_attn": cp.flash_attn, "use_mmap": int(mp.use_mmap), "n_ctx": n_ctx,
+            "peak_rss_bytes": end.get("peak_rss_bytes"), "est_memory_bytes": est.host_bytes,
+            "kv_bytes": est.kv_bytes,
+        }
+        tokens_per_rep: float | None
+        if test.kind == "chat":
+            chats = end.get("chat") or []
+            gaps_ms = [g / 1e6 for c in chats for g in c["gaps_ns"]]
+            speeds = [len(c["gaps_ns"]) * 1e9 / sum(c["gaps_ns"]) for c in chats if sum(c["gaps_ns"]) > 0]
+            e2e = [c["e2e_ns"] for c in chats]
+            from lab.stats import cv as _cv, mean, stddev
+
+            row.update(
+                repetitions=len(chats), samples_ns=e2e, samples_ts=speeds,
+                avg_ns=mean([float(x) for x in e2e]), stddev_ns=stddev([float(x) for x in e2e]),
+                avg_ts=mean(speeds), stddev_ts=stddev(speeds), cv=_cv(speeds),
+                ttft_ms=mean([c["ttft_ns"] / 1e6 for c in chats]),
+                itl_p50_ms=percentile(gaps_ms, 50), itl_p95_ms=percentile(gaps_ms, 95),
+                itl_p99_ms=percentile(gaps_ms, 99), e2e_ms=mean([x / 1e6 for x in e2e]),
+                n_generated=sum(c["n_generated"] for c in chats),
+                n_prompt_tokens=sum(c["n_prompt_tokens"] for c in chats), n_prompts=len(chats),
+            )
+            tokens_per_rep = (row["n_generated"] / len(chats)) if chats else None
+        else:
+            stats = speed_stats(end["samples_ns"], test.n_tokens)
+            row.update(stats, repetitions=len(end["samples_ns"]), samples_ns=end["samples_ns"])
+            tokens_per_rep = float(test.n_tokens)
+        row["noisy"] = int(row.get("cv") is not None and row["cv"] > NOISY_CV)
+        if window is not None:
+            row.update(
+                peak_vram_bytes=window.peak_vram_bytes, mean_power_w=window.mean_power_w,
+                energy_j=window.energy_j, energy_source=window.energy_source,
+                mean_cpu_percent=window.mean_cpu_percent,
+            )
+            if row.get("peak_rss_bytes") is None:
+                row["peak_rss_bytes"] = window.peak_rss_bytes
+            # Energy per token over the timed repetitions: mean power x time per repetition.
+            if window.mean_power_w is not None and row.get("avg_ns") and tokens_per_rep:
+                row["j_per_token"] = window.mean_power_w * row["avg_ns"] / 1e9 / tokens_per_rep
+        return row
+
+
+def run_bench(options: BenchOptions, store: Any, *, on_event: OnEvent | None = None,
+              cancel: threading.Event | None = None, plans: list[PlannedRun] | None = None) -> BenchOutcome:
+    """Plan (unless given), then run every planned model instance in its own engine child.
+
+    Rows are written as events arrive. A failed child is recorded as ``failed`` (exit code or
+    signal, log tail) and the sweep goes on with the next model; Ctrl-C or ``cancel`` stops it,
+    records ``cancelled`` and keeps finished tests. Raises :class:`Cancelled` on Ctrl-C after
+    everything is stored.
+    """
+    from lab import hardware, library
+    from lab.engine.runner import run_child
+
+    emit_event: OnEvent = on_event or (lambda _e: None)
+    plans = plans if plans is not None else plan(options)
+    machine = hardware.fingerprint()
+    store.upsert_machine(machine)
+    outcome = BenchOutcome(status="ok")
+    interrupted = False
+    for index, planned in enumerate(plans):
+        if cancel is not None and cancel.is_set():
+            outcome.status = "cancelled"
+            break
+        model_row = library.register(store, library.resolve(planned.model_arg))
+        config = {
+            "model": asdict(planned.job.model), "tests": planned.tests, "repetitions": planned.job.repetitions,
+            "items": [{"test": i.test.name, **asdict(i.ctx)} for i in planned.job.items],
+            "chat_max_tokens": planned.job.chat_max_tokens if options.chat else None,
+            "n_prompts": len(planned.job.prompts) or None, "timeout": options.timeout,
+        }
+        run_id = store.create_run(
+            "bench", machine_id=machine["id"], model_id=model_row["id"], model_filename=model_row["model_filename"],
+            config=config, lab_version=__version__, llama_cpp_version=machine.get("llama_cpp_version"),
+            build_commit=machine.get("build_commit"), n_gpu_layers=planned.job.model.n_gpu_layers,
+            use_mmap=int(planned.job.model.use_mmap), est_memory_bytes=planned.estimate.host_bytes,
+            label=options.label,
+        )
+        outcome.run_ids.append(run_id)
+        recorder = _RunRecorder(store, planned, run_id, machine, model_row, emit_event)
+        emit_event({
+            "event": "run_start", "run_id": run_id, "model_filename": model_row["model_filename"],
+            "index": index, "n_runs": len(plans), "tests": planned.tests,
+            "repetitions": planned.job.repetitions, "est_memory_bytes": planned.estimate.host_bytes,
+        })
+        try:
+            child = run_child(
+                planned.job.to_wire(), on_event=recorder.handle, cancel=cancel, timeout=options.timeout,
+                on_start=recorder.start_sampler,
+                on_log=lambda line, rid=run_id: emit_event({"event": "log", "run_id": rid, "line": line}),
+            )
+        finally:
+            if recorder.sampler is not None:
+                recorder.sampler.stop()
+        recorder.flush_samples()
+        rss = [r["peak_rss_bytes"] for r in recorder.results if r.get("peak_rss_bytes") is not None]
+        vram = [r["peak_vram_bytes"] for r in recorder.results if r.get("peak_vram_bytes") is not None]
+        store.finish_run(
+            run_id, child.status, error=child.error, exit_code=child.exit_code, signal=child.signal,
+            log_tail=child.log_tail if child.status != "ok" else None,
+            peak_rss_bytes=max(rss) if rss else None, peak_vram_bytes=max(vram) if vram else None,
+        )
+        outcome.results.extend(recorder.results)
+        emit_event({"event": "run_end", "run_id": run_id, "status": child.status, "error": child.error,
+                    "exit_code": child.exit_code, "signal": child.signal})
+        if child.status == "cancelled":
+            outcome.status = "cancelled"
+            outcome.error = "cancelled by the user"
+            interrupted = bool(child.extra.get("interrupted"))
+            break
+        if child.status == "failed":
+            outcome.status = "failed"
+            outcome.error = f"{model_row['model_filename']}: {child.error}"
+    if interrupted:
+        raise Cancelled(f"finished tests are stored ({len(outcome.results)} results)")
+    return outcome

@@ -1,0 +1,110 @@
+"""The ``rightsizer`` command: a click group; every sub-command is a thin call into the domain.
+
+Sub-commands live in one module per area (``bench``, ``models``, ``hub``, ``quality``) and keep
+their heavy imports (llama.cpp, huggingface_hub, Textual) inside the functions, so that
+``rightsizer --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from lab import __version__
+from lab.errors import Cancelled, LabError
+
+
+def db_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--db PATH`` on a sub-command; falls back to the group's ``--db``, then the default."""
+    return click.option(
+        "--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help="SQLite database (default: $RIGHTSIZER_DB or <lab home>/rightsizer.db).",
+    )(func)
+
+
+def resolve_db(db_path: Path | None) -> Path:
+    from lab import config
+
+    if db_path is not None:
+        return db_path
+    ctx = click.get_current_context(silent=True)
+    while ctx is not None:
+        if ctx.obj and ctx.obj.get("db_path"):
+            return ctx.obj["db_path"]
+        ctx = ctx.parent
+    return config.default_db_path()
+
+
+def open_store(db_path: Path | None):  # -> lab.store.Store
+    from lab.store import Store
+
+    return Store(resolve_db(db_path))
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="SQLite database for every sub-command.")
+@click.version_option(__version__, prog_name="rightsizer")
+@click.pass_context
+def cli(ctx: click.Context, db_path: Path | None) -> None:
+    """Rightsizer: which local model, at which quantization, should I deploy on this hardware?
+
+    With no command, opens the terminal app.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["db_path"] = db_path
+    if ctx.invoked_subcommand is None:
+        from lab.cli.tui import launch
+
+        launch(db_path)
+
+
+def _register() -> None:
+    from lab.cli import bench, models
+
+    for module in (bench, models):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+    for optional in ("lab.cli.tui", "lab.cli.doctor", "lab.cli.hub", "lab.cli.quality"):
+        try:
+            module = __import__(optional, fromlist=["COMMANDS"])
+        except ModuleNotFoundError as exc:
+            if exc.name != optional:
+                raise
+            continue
+        for command in getattr(module, "COMMANDS", []):
+            cli.add_command(command)
+        for command in getattr(module, "MODEL_COMMANDS", []):
+            models.models.add_command(command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors print one sentence and exit non-zero; bugs raise."""
+    try:
+        cli.main(args=argv, prog_name="rightsizer", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Cancelled.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Cancelled as exc:
+        click.echo(f"Cancelled: {exc}" if str(exc) else "Cancelled.", err=True)
+        sys.exit(exc.exit_code)
+    except LabError as exc:
+        message = str(exc).rstrip(".")
+        click.echo(f"error: {message}.", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Cancelled.", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)

@@ -1,0 +1,337 @@
+"""``rightsizer bench`` and ``rightsizer results``: llama-bench's flags and table, plus memory,
+power and the store."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lab.cli import db_option, open_store
+from lab.cli.output import NA, Column, emit, format_option, human_bytes, human_count, render_table
+
+
+def _ints(name: str):
+    def convert(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+        if value is None:
+            return None
+        try:
+            return [int(v) for v in value.split(",") if v.strip() != ""]
+        except ValueError:
+            raise click.BadParameter(f"{name} takes a comma list of integers, e.g. 128,256") from None
+    return convert
+
+
+def _flash(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    table = {"on": 1, "1": 1, "off": 0, "0": 0, "auto": -1, "-1": -1}
+    out = []
+    for v in value.split(","):
+        if v.strip().lower() not in table:
+            raise click.BadParameter("-fa takes on, off or auto (comma list)")
+        out.append(table[v.strip().lower()])
+    return out
+
+
+def _strs(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
+    return [v.strip().lower() for v in value.split(",") if v.strip()]
+
+
+def _pg(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[tuple[int, int]]:
+    out = []
+    for v in value:
+        try:
+            p, n = (int(x) for x in v.split(","))
+        except ValueError:
+            raise click.BadParameter("-pg takes P,N, e.g. -pg 512,128") from None
+        out.append((p, n))
+    return out
+
+
+def _ts(row: dict[str, Any]) -> str:
+    if row.get("avg_ts") is None:
+        return NA
+    text = f"{row['avg_ts']:.2f} ± {(row.get('stddev_ts') or 0):.2f}"
+    return text + " (noisy)" if row.get("noisy") else text
+
+
+def _ms(value: Any) -> str:
+    return f"{value:.1f}"
+
+
+BENCH_COLUMNS = [
+    Column("model_type", "model", align="left"),
+    Column("model_size", "size", human_bytes),
+    Column("model_n_params", "params", human_count),
+    Column("backends", "backend", align="left"),
+    Column("n_threads", "threads"),
+    Column("n_gpu_layers", "ngl"),
+    Column("test", "test"),
+    Column("ts", "t/s"),
+    Column("peak_rss_bytes", "peak RSS", human_bytes),
+    Column("peak_vram_bytes", "VRAM", human_bytes),
+    Column("j_per_token", "J/tok", lambda v: f"{v:.4f}"),
+]
+CHAT_COLUMNS = [
+    Column("model_type", "model", align="left"),
+    Column("n_prompts", "prompts"),
+    Column("ttft_ms", "TTFT ms", _ms),
+    Column("itl_p50_ms", "ITL p50 ms", _ms),
+    Column("itl_p95_ms", "ITL p95 ms", _ms),
+    Column("itl_p99_ms", "ITL p99 ms", _ms),
+    Column("e2e_ms", "e2e ms", _ms),
+    Column("n_generated", "tokens"),
+    Column("ts", "t/s"),
+    Column("peak_rss_bytes", "peak RSS", human_bytes),
+]
+
+
+def json_record(row: dict[str, Any], machine: dict[str, Any] | None) -> dict[str, Any]:
+    """A result in llama-bench's JSON shape plus Rightsizer's figures."""
+    rec = dict(row)
+    for key in ("samples_ns", "samples_ts"):
+        if isinstance(rec.get(key), str):
+            rec[key] = json.loads(rec[key])
+    rec["noisy"] = bool(rec.get("noisy"))
+    if machine:
+        for key in ("cpu_info", "gpu_info", "build_commit", "backends"):
+            rec.setdefault(key, machine.get(key))
+            if rec.get(key) is None:
+                rec[key] = machine.get(key)
+    rec.pop("ts", None)
+    return rec
+
+
+class _Progress:
+    """One status line on stderr (only when stderr is a terminal): test, repetition, t/s, ETA."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.model = ""
+        self.test = ""
+        self.reps = 0
+        self.rep_times: list[float] = []
+        self.n_runs = 1
+        self.run_index = 0
+        self.n_tests = 1
+        self.test_index = 0
+        self.last_ts: float | None = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "run_start":
+            self.model, self.n_runs, self.run_index = event["model_filename"], event["n_runs"], event["index"]
+        elif kind == "test_start":
+            self.test, self.reps, self.rep_times = event["test"], event["reps"], []
+            self.n_tests, self.test_index, self.last_ts = event.get("n_tests", 1), event["index"], None
+            self._show(0)
+        elif kind == "rep":
+            self.rep_times.append(event["ns"] / 1e9)
+            self.last_ts = event.get("ts")
+            self._show(event["rep"] + 1)
+        elif kind in ("result", "run_end"):
+            self.clear()
+
+    def _show(self, done: int) -> None:
+        if not self.enabled:
+            return
+        eta = NA
+        if self.rep_times:
+            eta = f"{sum(self.rep_times) / len(self.rep_times) * (self.reps - done):.0f}s"
+        speed = f"{self.last_ts:.1f} t/s" if self.last_ts else "warming up"
+        line = (f"[{self.run_index + 1}/{self.n_runs}] {self.model} test {self.test_index + 1}/{self.n_tests} "
+                f"{self.test} rep {done}/{self.reps}  {speed}  ETA {eta}")
+        sys.stderr.write("\r\033[K" + line[:200])
+        sys.stderr.flush()
+
+    def clear(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+@click.command()
+@click.argument("models", nargs=-1, required=True)
+@click.option("-p", "--n-prompt", default="512", callback=_ints("-p"), help="Prompt sizes (pp tests), comma list.", show_default=True)
+@click.option("-n", "--n-gen", default="128", callback=_ints("-n"), help="Generation sizes (tg tests), comma list.", show_default=True)
+@click.option("-pg", "pg", multiple=True, callback=_pg, help="Prompt+generation test P,N (repeatable).")
+@click.option("-d", "--n-depth", default="0", callback=_ints("-d"), help="KV cache depth before each test, comma list.", show_default=True)
+@click.option("-r", "--repetitions", default=5, show_default=True, type=int, help="Timed repetitions after one warm-up.")
+@click.option("-t", "--threads", default=None, callback=_ints("-t"), help="Threads, comma list (default: physical cores).")
+@click.option("-ngl", "--n-gpu-layers", default="0", callback=_ints("-ngl"), help="Layers offloaded to the GPU, comma list.", show_default=True)
+@click.option("-b", "--batch-size", default="2048", callback=_ints("-b"), help="Logical batch size, comma list.", show_default=True)
+@click.option("-ub", "--ubatch-size", default="512", callback=_ints("-ub"), help="Physical batch size, comma list.", show_default=True)
+@click.option("-fa", "--flash-attn", default="auto", callback=_flash, help="on, off or auto, comma list.", show_default=True)
+@click.option("-ctk", "--cache-type-k", default="f16", callback=_strs, help="KV cache type for K, comma list.", show_default=True)
+@click.option("-ctv", "--cache-type-v", default="f16", callback=_strs, help="KV cache type for V, comma list.", show_default=True)
+@click.option("-mmp", "--mmap", default="1", callback=_ints("-mmp"), help="Memory-map the model (0/1), comma list.", show_default=True)
+@click.option("--repack", default=None, callback=_ints("--repack"), help="llama.cpp extra CPU buffer types (AMX/repacked weights), 0/1 comma list (default: on where a probe shows they run).")
+@click.option("--chat", is_flag=True, help="Add the chat latency test (real prompts, greedy).")
+@click.option("--prompts", "prompts_file", type=click.Path(path_type=Path), default=None, help="JSONL prompts for --chat (default: the bundled set).")
+@click.option("--chat-max-tokens", default=128, show_default=True, type=int, help="Tokens to generate per chat prompt at most.")
+@click.option("--no-warmup", is_flag=True, help="Skip the untimed warm-up run.")
+@click.option("--force", is_flag=True, help="Run even when the memory estimate exceeds available memory.")
+@click.option("--timeout", type=float, default=None, help="Stop a model's run after this many seconds.")
+@click.option("--label", default=None, help="A note stored with the run.")
+@format_option()
+@db_option
+def bench(models: tuple[str, ...], n_prompt: list[int], n_gen: list[int], pg: list[tuple[int, int]],
+          n_depth: list[int], repetitions: int, threads: list[int] | None, n_gpu_layers: list[int],
+          batch_size: list[int], ubatch_size: list[int], flash_attn: list[int], cache_type_k: list[str],
+          cache_type_v: list[str], mmap: list[int], repack: list[int] | None, chat: bool,
+          prompts_file: Path | None, chat_max_tokens: int, no_warmup: bool, force: bool,
+          timeout: float | None, label: str | None, fmt: str, db_path: Path | None) -> None:
+    """Benchmark MODELS (paths, library names or 'demo') with llama-bench's tests.
+
+    Every option takes a comma list; the run covers the cartesian product. Each model instance
+    runs in its own engine process under the monitor; every figure is stored as it arrives.
+    """
+    from lab.bench import BenchOptions, plan, run_bench
+
+    options = BenchOptions(
+        models=list(models), n_prompt=n_prompt, n_gen=n_gen, pg=pg, n_depth=n_depth,
+        repetitions=repetitions, threads=threads or [], n_gpu_layers=n_gpu_layers, n_batch=batch_size,
+        n_ubatch=ubatch_size, flash_attn=flash_attn, type_k=cache_type_k, type_v=cache_type_v, mmap=mmap,
+        repack=repack, chat=chat, prompts_file=prompts_file, chat_max_tokens=chat_max_tokens,
+        warmup=not no_warmup, force=force, timeout=timeout, label=label,
+    )
+    plans = plan(options)
+    store = open_store(db_path)
+    progress = _Progress(sys.stderr.isatty())
+    printer = _RowPrinter(fmt)
+
+    def on_event(event: dict[str, Any]) -> None:
+        progress(event)
+        if event["event"] == "result":
+            printer.add(event["row"])
+        elif event["event"] == "run_end" and event["status"] == "failed":
+            click.echo(f"error: run {event['run_id'][:12]} failed: {event['error']}", err=True)
+
+    try:
+        outcome = run_bench(options, store, on_event=on_event, plans=plans)
+    finally:
+        progress.clear()
+        printer.finish(store)
+    click.echo(f"stored {len(outcome.results)} results in {store.path} (run {', '.join(r[:12] for r in outcome.run_ids)})", err=True)
+    if outcome.status != "ok":
+        raise SystemExit(1)
+
+
+class _RowPrinter:
+    """Prints results as they complete (table/md/csv/jsonl); json prints once at the end."""
+
+    def __init__(self, fmt: str):
+        self.fmt = fmt
+        self.rows: list[dict[str, Any]] = []
+        self.widths: list[int] | None = None
+
+    def add(self, row: dict[str, Any]) -> None:
+        row = dict(row, ts=_ts(row))
+        self.rows.append(row)
+        if self.fmt == "jsonl":
+            click.echo(json.dumps(json_record(row, _machine()), default=str))
+        elif self.fmt in ("table", "md") and row["test"] != "chat":
+            self._stream_table_row(row)
+        elif self.fmt == "csv":
+            if len(self.rows) == 1:
+                click.echo(",".join(c.key for c in BENCH_COLUMNS))
+            click.echo(",".join("" if row.get(c.key) is None else str(row.get(c.key)).replace(",", ";") for c in BENCH_COLUMNS))
+
+    def _stream_table_row(self, row: dict[str, Any]) -> None:
+        cols = self._columns()
+        cells = [c.render(row) for c in cols]
+        if self.widths is None:
+            self.widths = [max(len(c.title), len(v), 8) for c, v in zip(cols, cells)]
+            self.widths[0] = max(self.widths[0], 24)
+            self.widths[7] = max(self.widths[7], 20)
+            click.echo(self._line([c.title for c in cols], cols))
+            click.echo("| " + " | ".join(("-" * (w - 1) + ":") if c.align == "right" else "-" * w for w, c in zip(self.widths, cols)) + " |")
+        click.echo(self._line(cells, cols))
+
+    def _line(self, values: list[str], cols: list[Column]) -> str:
+        assert self.widths is not None
+        parts = [v.rjust(w) if c.align == "right" else v.ljust(w) for v, w, c in zip(values, self.widths, cols)]
+        return "| " + " | ".join(parts) + " |"
+
+    def _columns(self) -> list[Column]:
+        return BENCH_COLUMNS
+
+    def finish(self, store: Any) -> None:
+        chats = [r for r in self.rows if r["test"] == "chat"]
+        if self.fmt in ("table", "md") and chats:
+            click.echo()
+            click.echo(render_table(chats, CHAT_COLUMNS))
+        if self.fmt == "json":
+            click.echo(json.dumps([json_record(r, _machine()) for r in self.rows], indent=2, default=str))
+
+
+_machine_cache: dict[str, Any] | None = None
+
+
+def _machine() -> dict[str, Any] | None:
+    global _machine_cache
+    if _machine_cache is None:
+        from lab.hardware import fingerprint
+
+        _machine_cache = fingerprint()
+    return _machine_cache
+
+
+RESULT_COLUMNS = [
+    Column("run_id", "run", lambda v: v[:12], align="left"),
+    Column("test_time", "time", lambda v: v[:19].replace("T", " "), align="left"),
+    Column("hostname", "machine", align="left"),
+    Column("model_filename", "model file", align="left"),
+    Column("file_type", "quant", align="left"),
+    Column("n_threads", "threads"),
+    Column("n_gpu_layers", "ngl"),
+    Column("test", "test"),
+    Column("ts", "t/s"),
+    Column("peak_rss_bytes", "peak RSS", human_bytes),
+    Column("est_memory_bytes", "est. mem", human_bytes),
+    Column("peak_vram_bytes", "VRAM", human_bytes),
+    Column("j_per_token", "J/tok", lambda v: f"{v:.4f}"),
+]
+RUN_COLUMNS = [
+    Column("id", "run", lambda v: v[:12], align="left"),
+    Column("kind", "kind", align="left"),
+    Column("started_at", "started", lambda v: v[:19].replace("T", " "), align="left"),
+    Column("hostname", "machine", align="left"),
+    Column("model_filename", "model file", align="left"),
+    Column("status", "status", align="left"),
+    Column("peak_rss_bytes", "peak RSS", human_bytes),
+    Column("error", "error", align="left"),
+]
+
+
+@click.command()
+@click.option("--model", default=None, help="Model file name (substring) or model id prefix.")
+@click.option("--test", default=None, help="Test name, e.g. tg128 (a trailing * matches a prefix).")
+@click.option("--machine", default=None, help="Machine id prefix or hostname.")
+@click.option("--run", "run_id", default=None, help="Run id prefix.")
+@click.option("--quant", default=None, help="Quantization, e.g. Q4_K_M.")
+@click.option("--runs", "show_runs", is_flag=True, help="List runs (status, errors) instead of results.")
+@click.option("--limit", type=int, default=None, help="Show at most this many rows (newest).")
+@format_option()
+@db_option
+def results(model: str | None, test: str | None, machine: str | None, run_id: str | None, quant: str | None,
+            show_runs: bool, limit: int | None, fmt: str, db_path: Path | None) -> None:
+    """List stored results (or runs) across runs and machines."""
+    store = open_store(db_path)
+    if show_runs:
+        rows = store.runs(model=model, machine=machine, run=run_id, limit=limit)
+        emit(rows, RUN_COLUMNS, fmt)
+        return
+    rows = store.results(model=model, test=test, machine=machine, run=run_id, quant=quant,
+                         order="test_time", descending=limit is not None, limit=limit)
+    if limit is not None:
+        rows.reverse()
+    rows = [dict(r, ts=_ts(r)) for r in rows]
+    machines = {m["id"]: m for m in store.query("select * from machines")}
+    emit(rows, RESULT_COLUMNS, fmt, json_rows=[json_record(r, machines.get(r["machine_id"])) for r in rows])
+
+
+COMMANDS = [bench, results]

@@ -1,0 +1,186 @@
+"""The PARENT side of the engine: spawn a worker, stream its events, cancel, time out, and
+explain how it ended.
+
+The child runs in its own session, so a Ctrl-C in the terminal reaches only the parent, which
+then stops the child deliberately (SIGTERM, then SIGKILL) and reports the run as cancelled.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from lab.engine import protocol
+
+LOG_TAIL_LINES = 40
+
+
+@dataclass
+class ChildOutcome:
+    """How a child ended. ``error`` is one sentence for the user, None when ok."""
+
+    status: str  # "ok", "failed" or "cancelled"
+    exit_code: int | None
+    signal: int | None
+    error: str | None
+    log_tail: str
+    events: int = 0
+    timed_out: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def worker_command() -> list[str]:
+    return [sys.executable, "-m", "lab.engine.worker"]
+
+
+def run_child(job: dict[str, Any], *, on_event: Callable[[dict[str, Any]], None],
+              on_log: Callable[[str], None] | None = None, cancel: threading.Event | None = None,
+              timeout: float | None = None, on_start: Callable[[int], None] | None = None,
+              env: dict[str, str] | None = None) -> ChildOutcome:
+    """Run one job in a fresh worker process; blocks until it ends.
+
+    ``on_event`` gets every event dict in order, on this thread. ``on_log`` gets llama.cpp's
+    stderr lines, on a reader thread. ``on_start`` gets the child's pid before the first event
+    (for the monitor). A ``KeyboardInterrupt`` here stops the child and is re-raised after the
+    outcome has been recorded in the returned object's ``extra["interrupted"]``.
+    """
+    child_env = dict(os.environ if env is None else env)
+    child_env.setdefault("PYTHONUNBUFFERED", "1")
+    proc = subprocess.Popen(
+        worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True, env=child_env, bufsize=0,
+    )
+    if on_start is not None:
+        on_start(proc.pid)
+    tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for raw in iter(proc.stderr.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            tail.append(line)
+            if on_log is not None:
+                try:
+                    on_log(line)
+                except Exception:  # a UI callback must never kill the log reader
+                    pass
+
+    stderr_thread = threading.Thread(target=read_stderr, name="engine-stderr", daemon=True)
+    stderr_thread.start()
+
+    stop_reason: dict[str, str] = {}
+    finished = threading.Event()
+
+    def stop_child(reason: str) -> None:
+        if proc.poll() is not None:
+            return
+        stop_reason.setdefault("reason", reason)
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout if timeout else None
+        while not finished.is_set():
+            if cancel is not None and cancel.is_set():
+                stop_child("cancelled")
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                stop_child("timeout")
+                return
+            finished.wait(0.05)
+
+    watcher = threading.Thread(target=watch, name="engine-watch", daemon=True)
+    watcher.start()
+
+    error_message: str | None = None
+    done = False
+    n_events = 0
+    interrupted = False
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(json.dumps(job).encode())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        for raw in iter(proc.stdout.readline, b""):
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                tail.append(raw.decode("utf-8", "replace").rstrip())
+                continue
+            n_events += 1
+            kind = event.get("event")
+            if kind == protocol.ERROR:
+                error_message = event.get("message")
+            elif kind == protocol.DONE:
+                done = True
+            on_event(event)
+    except KeyboardInterrupt:
+        interrupted = True
+        stop_child("cancelled")
+    except BaseException:
+        stop_child("failed")
+        raise
+    finally:
+        finished.set()
+        if proc.poll() is None and (interrupted or (cancel is not None and cancel.is_set())):
+            stop_child("cancelled")
+        proc.wait()
+        stderr_thread.join(timeout=2)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+    rc = proc.returncode
+    sig = -rc if rc is not None and rc < 0 else None
+    exit_code = rc if rc is not None and rc >= 0 else None
+    reason = stop_reason.get("reason")
+    log_tail = "\n".join(tail)
+    if reason == "cancelled":
+        outcome = ChildOutcome("cancelled", exit_code, sig, "cancelled by the user", log_tail, n_events)
+    elif reason == "timeout":
+        outcome = ChildOutcome(
+            "failed", exit_code, sig, f"the engine took longer than {timeout:g} s and was stopped",
+            log_tail, n_events, timed_out=True,
+        )
+    elif rc == 0 and done:
+        outcome = ChildOutcome("ok", 0, None, None, log_tail, n_events)
+    elif error_message:
+        outcome = ChildOutcome("failed", exit_code, sig, error_message, log_tail, n_events)
+    elif sig is not None:
+        hint = " (out of memory?)" if sig == signal.SIGKILL else ""
+        outcome = ChildOutcome(
+            "failed", None, sig, f"the engine was killed by {_signal_name(sig)}{hint}", log_tail, n_events,
+        )
+    else:
+        last = next((line for line in reversed(tail) if line.strip()), "")
+        detail = f": {last.strip()}" if last else ""
+        outcome = ChildOutcome("failed", exit_code, None, f"the engine exited with code {rc}{detail}", log_tail, n_events)
+    if interrupted:
+        outcome.extra["interrupted"] = True
+    return outcome

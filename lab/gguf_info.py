@@ -1,0 +1,410 @@
+"""Read a GGUF file's header without loading its weights, and estimate memory from it.
+
+The parser reads from any binary stream, so the same code serves a local file and the first
+bytes of a remote file fetched with an HTTP Range request (see ``hub.py``): when the bytes run
+out it raises :class:`HeaderTruncated` with a hint of how many bytes it needs.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from lab.errors import ModelError
+
+GGUF_MAGIC = b"GGUF"
+DEFAULT_ALIGNMENT = 32
+
+# GGUF metadata value types
+_SCALARS = {
+    0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d",
+}
+_STRING, _ARRAY = 8, 9
+
+# Arrays longer than this keep only their length (token lists have 10^5 entries).
+_KEEP_ARRAY_MAX = 64
+
+
+class NotGGUF(ModelError):
+    """The file does not start with the GGUF magic."""
+
+
+class HeaderTruncated(ModelError):
+    """The stream ended inside the header. ``needed`` is a lower bound on the bytes required."""
+
+    def __init__(self, message: str, needed: int):
+        super().__init__(message)
+        self.needed = needed
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    ggml_type: int
+    offset: int
+
+    @property
+    def n_elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def type_name(self) -> str:
+        return ggml_type_name(self.ggml_type)
+
+    @property
+    def n_bytes(self) -> int:
+        block, size = _quant_sizes().get(self.ggml_type, (1, 4))
+        return self.n_elements // block * size
+
+
+@dataclass
+class GGUFHeader:
+    """Everything in a GGUF header. ``metadata`` holds scalars, strings and short arrays;
+    long arrays are replaced by ``{"array_len": n}``."""
+
+    version: int
+    metadata: dict[str, Any]
+    tensors: list[TensorInfo]
+    header_size: int  # bytes up to the aligned start of tensor data
+
+    @property
+    def arch(self) -> str:
+        return str(self.metadata.get("general.architecture", "unknown"))
+
+    def arch_value(self, key: str, default: Any = None) -> Any:
+        return self.metadata.get(f"{self.arch}.{key}", default)
+
+
+@dataclass
+class ModelSummary:
+    """The figures ``models list/info`` show and the ``models`` table stores."""
+
+    path: str | None
+    model_filename: str
+    name: str | None
+    arch: str
+    file_type: str
+    model_type: str  # llama-bench's "model" column, e.g. "llama 135M Q4_1"
+    model_n_params: int
+    model_size: int  # bytes of tensor data (llama-bench's model_size)
+    file_size: int | None
+    n_layer: int | None
+    n_embd: int | None
+    n_head: int | None
+    n_head_kv: int | None
+    n_ctx_train: int | None
+    n_vocab: int | None
+    n_ff: int | None
+    head_dim_k: int | None
+    head_dim_v: int | None
+    has_chat_template: bool
+    gguf_version: int
+    n_tensors: int
+    tensor_types: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- type tables (from the gguf package, imported lazily: it pulls numpy) -----------------
+
+_QUANT_SIZES: dict[int, tuple[int, int]] | None = None
+
+
+def _quant_sizes() -> dict[int, tuple[int, int]]:
+    global _QUANT_SIZES
+    if _QUANT_SIZES is None:
+        from gguf.constants import GGML_QUANT_SIZES
+
+        _QUANT_SIZES = {int(k): v for k, v in GGML_QUANT_SIZES.items()}
+    return _QUANT_SIZES
+
+
+def ggml_type_name(type_id: int) -> str:
+    from gguf.constants import GGMLQuantizationType
+
+    try:
+        return GGMLQuantizationType(type_id).name
+    except ValueError:
+        return f"type{type_id}"
+
+
+def file_type_name(file_type: int | None, tensors: list[TensorInfo]) -> str:
+    """The quantization as llama.cpp names it (``Q4_K_M``), from ``general.file_type``,
+    falling back to the most common type among 2-D weight tensors."""
+    if file_type is not None:
+        from gguf.constants import LlamaFileType
+
+        try:
+            name = LlamaFileType(int(file_type)).name
+            return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+        except ValueError:
+            pass
+    counts = Counter(t.type_name for t in tensors if len(t.shape) >= 2)
+    return counts.most_common(1)[0][0] if counts else "unknown"
+
+
+# --- parsing --------------------------------------------------------------------------------
+
+
+class _Reader:
+    def __init__(self, stream: BinaryIO):
+        self.stream = stream
+        self.pos = 0
+
+    def read(self, n: int) -> bytes:
+        data = self.stream.read(n)
+        if len(data) < n:
+            raise HeaderTruncated(
+                f"GGUF header is truncated at byte {self.pos + len(data)}", needed=self.pos + n
+            )
+        self.pos += n
+        return data
+
+    def unpack(self, fmt: str) -> Any:
+        return struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0]
+
+    def string(self) -> str:
+        n = self.unpack("<Q")
+        if n > 1 << 30:
+            raise ModelError(f"GGUF header is corrupt: a string claims {n} bytes")
+        return self.read(n).decode("utf-8", errors="replace")
+
+    def value(self, vtype: int) -> Any:
+        if vtype in _SCALARS:
+            return self.unpack(_SCALARS[vtype])
+        if vtype == _STRING:
+            return self.string()
+        if vtype == _ARRAY:
+            itype = self.unpack("<I")
+            n = self.unpack("<Q")
+            if n > 1 << 32:
+                raise ModelError(f"GGUF header is corrupt: an array claims {n} items")
+            if itype in _SCALARS and n > _KEEP_ARRAY_MAX:
+                size = struct.calcsize(_SCALARS[itype])
+                self.read(size * n)
+                return {"array_len": n}
+            items = [self.value(itype) for _ in range(n)]
+            return items if n <= _KEEP_ARRAY_MAX else {"array_len": n}
+        raise ModelError(f"GGUF header is corrupt: unknown value type {vtype}")
+
+
+def read_header(stream: BinaryIO) -> GGUFHeader:
+    """Parse a GGUF header from a binary stream positioned at the start of the file."""
+    r = _Reader(stream)
+    magic = r.stream.read(4)
+    r.pos = len(magic)
+    if len(magic) < 4:
+        raise HeaderTruncated("file is shorter than a GGUF header", needed=4)
+    if magic != GGUF_MAGIC:
+        raise NotGGUF("not a GGUF file (wrong magic bytes)")
+    version = r.unpack("<I")
+    if version not in (2, 3):
+        raise ModelError(f"unsupported GGUF version {version}")
+    n_tensors = r.unpack("<Q")
+    n_kv = r.unpack("<Q")
+    if n_tensors > 1 << 24 or n_kv > 1 << 24:
+        raise ModelError("GGUF header is corrupt: implausible tensor or key count")
+    metadata: dict[str, Any] = {}
+    for _ in range(n_kv):
+        key = r.string()
+        vtype = r.unpack("<I")
+        metadata[key] = r.value(vtype)
+    tensors = []
+    for _ in range(n_tensors):
+        name = r.string()
+        n_dims = r.unpack("<I")
+        if n_dims > 8:
+            raise ModelError(f"GGUF header is corrupt: tensor {name!r} has {n_dims} dimensions")
+        shape = tuple(r.unpack("<Q") for _ in range(n_dims))
+        ggml_type = r.unpack("<I")
+        offset = r.unpack("<Q")
+        tensors.append(TensorInfo(name, shape, ggml_type, offset))
+    alignment = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT) or DEFAULT_ALIGNMENT)
+    header_size = (r.pos + alignment - 1) // alignment * alignment
+    return GGUFHeader(version, metadata, tensors, header_size)
+
+
+def read_header_bytes(data: bytes) -> GGUFHeader:
+    """Parse a header from the first bytes of a file (e.g. an HTTP Range response)."""
+    return read_header(io.BytesIO(data))
+
+
+def read_file_header(path: str | os.PathLike[str]) -> GGUFHeader:
+    """Parse the header of a local file; raises :class:`ModelError` with a clear sentence."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            header = read_header(fh)
+    except FileNotFoundError:
+        raise ModelError(f"No such file: {p}") from None
+    except IsADirectoryError:
+        raise ModelError(f"{p} is a directory, not a GGUF file") from None
+    except PermissionError:
+        raise ModelError(f"Cannot read {p}: permission denied") from None
+    except NotGGUF:
+        raise NotGGUF(f"{p} is not a GGUF file") from None
+    except HeaderTruncated as exc:
+        raise ModelError(f"{p} is truncated: its GGUF header ends early") from exc
+    except ModelError as exc:
+        raise ModelError(f"{p}: {exc}") from None
+    # The header says where each tensor lies; a file shorter than that lost its weights.
+    size = p.stat().st_size
+    end = max((t.offset + t.n_bytes for t in header.tensors), default=0) + header.header_size
+    if header.tensors and size < end:
+        raise ModelError(
+            f"{p} is truncated: it has {size} bytes but its tensors need {end}"
+        )
+    return header
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _first_int(value: Any) -> int | None:
+    """Per-layer values (e.g. head_count_kv on some archs) may be arrays; take the maximum."""
+    if isinstance(value, list) and value:
+        return max(int(v) for v in value)
+    return _int(value)
+
+
+def _size_label(n_params: int) -> str:
+    if n_params >= 1e9:
+        return f"{n_params / 1e9:.1f}B".replace(".0B", "B")
+    if n_params >= 1e6:
+        return f"{round(n_params / 1e6)}M"
+    return f"{round(n_params / 1e3)}K"
+
+
+def summarize(header: GGUFHeader, path: str | os.PathLike[str] | None = None,
+              file_size: int | None = None, filename: str | None = None) -> ModelSummary:
+    """The figures of a model from its header (no weights read)."""
+    n_params = sum(t.n_elements for t in header.tensors)
+    model_size = sum(t.n_bytes for t in header.tensors)
+    md = header.metadata
+    n_embd = _int(header.arch_value("embedding_length"))
+    n_head = _first_int(header.arch_value("attention.head_count"))
+    n_head_kv = _first_int(header.arch_value("attention.head_count_kv")) or n_head
+    head_k = _int(header.arch_value("attention.key_length"))
+    head_v = _int(header.arch_value("attention.value_length"))
+    if head_k is None and n_embd and n_head:
+        head_k = n_embd // n_head
+    if head_v is None:
+        head_v = head_k
+    tokens = md.get("tokenizer.ggml.tokens")
+    n_vocab = _int(header.arch_value("vocab_size"))
+    if n_vocab is None:
+        n_vocab = tokens.get("array_len") if isinstance(tokens, dict) else len(tokens) if isinstance(tokens, list) else None
+    if n_vocab is None:
+        embd = next((t for t in header.tensors if t.name == "token_embd.weight"), None)
+        n_vocab = embd.shape[-1] if embd else None
+    ftype = file_type_name(md.get("general.file_type"), header.tensors)
+    if path is not None and file_size is None:
+        file_size = Path(path).stat().st_size
+    fname = filename or (Path(path).name if path is not None else "")
+    return ModelSummary(
+        path=str(path) if path is not None else None,
+        model_filename=fname,
+        name=md.get("general.name"),
+        arch=header.arch,
+        file_type=ftype,
+        model_type=f"{header.arch} {_size_label(n_params)} {ftype}",
+        model_n_params=n_params,
+        model_size=model_size,
+        file_size=file_size,
+        n_layer=_int(header.arch_value("block_count")),
+        n_embd=n_embd,
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        n_ctx_train=_int(header.arch_value("context_length")),
+        n_vocab=n_vocab,
+        n_ff=_first_int(header.arch_value("feed_forward_length")),
+        head_dim_k=head_k,
+        head_dim_v=head_v,
+        has_chat_template=isinstance(md.get("tokenizer.chat_template"), str),
+        gguf_version=header.version,
+        n_tensors=len(header.tensors),
+        tensor_types=dict(Counter(t.type_name for t in header.tensors)),
+    )
+
+
+def inspect(path: str | os.PathLike[str]) -> ModelSummary:
+    """Read and summarize a local GGUF file's header."""
+    return summarize(read_file_header(path), path)
+
+
+# --- memory estimate --------------------------------------------------------------------------
+
+# bytes per element of the KV cache types llama.cpp accepts for -ctk/-ctv
+KV_TYPE_BYTES = {
+    "f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "q4_1": 20 / 32,
+    "iq4_nl": 18 / 32, "q5_0": 22 / 32, "q5_1": 24 / 32,
+}
+
+# Resident memory of an engine process with llama.cpp loaded and no model (Python, libraries).
+# Measured on the demo machine; used so the estimate predicts the child's peak RSS.
+RUNTIME_OVERHEAD_BYTES = 48 * 1024 * 1024
+
+
+@dataclass
+class MemoryEstimate:
+    n_ctx: int
+    weights_bytes: int
+    kv_bytes: int
+    compute_bytes: int
+    overhead_bytes: int
+    gpu_weights_bytes: int = 0
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_bytes + self.compute_bytes + self.overhead_bytes
+
+    @property
+    def host_bytes(self) -> int:
+        return self.total_bytes - self.gpu_weights_bytes
+
+    def to_dict(self) -> dict[str, int]:
+        d = asdict(self)
+        d["total_bytes"] = self.total_bytes
+        d["host_bytes"] = self.host_bytes
+        return d
+
+
+def estimate_memory(s: ModelSummary, n_ctx: int, *, n_ubatch: int = 512, type_k: str = "f16",
+                    type_v: str = "f16", n_gpu_layers: int = 0, flash_attn: bool = False) -> MemoryEstimate:
+    """Weights + KV cache + compute buffer for a context of ``n_ctx`` tokens.
+
+    The KV cache is exact for standard attention (layers x context x KV heads x head size x
+    bytes per element). The compute buffer is llama.cpp's worst case for one ubatch: the
+    hidden-state activations, the feed-forward intermediate, the attention scores (skipped by
+    flash attention) and the output logits.
+    """
+    n_layer = s.n_layer or 0
+    kv_heads = s.n_head_kv or 0
+    kv_per_token = n_layer * kv_heads * (
+        (s.head_dim_k or 0) * KV_TYPE_BYTES.get(type_k.lower(), 2.0)
+        + (s.head_dim_v or 0) * KV_TYPE_BYTES.get(type_v.lower(), 2.0)
+    )
+    kv = int(kv_per_token * n_ctx)
+    ub = min(n_ubatch, n_ctx)
+    n_embd = s.n_embd or 0
+    n_ff = s.n_ff or 4 * n_embd
+    activations = ub * (6 * n_embd + 3 * n_ff) * 4
+    scores = 0 if flash_attn else ub * n_ctx * (s.n_head or 0) * 4
+    logits = ub * (s.n_vocab or 0) * 4
+    compute = int(activations + scores + logits)
+    gpu = 0
+    if n_gpu_layers and n_layer:
+        share = min(n_gpu_layers, n_layer + 1) / (n_layer + 1)
+        gpu = int(s.model_size * share)
+    return MemoryEstimate(n_ctx, s.model_size, kv, compute, RUNTIME_OVERHEAD_BYTES, gpu)

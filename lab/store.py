@@ -1,0 +1,401 @@
+"""The SQLite store: schema, migrations, inserts and queries (through sqlite-utils).
+
+Column names follow llama-bench wherever the meaning is the same (``model_filename``,
+``n_prompt``, ``avg_ts`` ...), so its users feel at home and its JSON can be imported.
+
+* ``machines``  one row per hardware/software fingerprint (hash as key)
+* ``models``    one row per GGUF file (sha256 as key)
+* ``runs``      one row per job (one engine child process): config, status, error, log tail
+* ``results``   one row per test in a run, with every repetition's time
+* ``samples``   the monitor's time series per run
+* ``quality``   perplexity / KL-divergence of a model against a reference
+* ``eval_runs`` / ``eval_items``  task-suite summaries and per-item outputs
+
+Keys of runs and results are UUIDs, so databases from many machines merge without collisions.
+The database is in WAL mode, and its schema version is stored in ``meta`` and migrated forward.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import sqlite3
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import sqlite_utils
+
+from lab.errors import LabError
+
+SCHEMA_VERSION = 1
+
+
+def now_iso() -> str:
+    """UTC timestamp with microseconds, sortable as text."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def new_id() -> str:
+    """A globally unique, time-ordered id (UUIDv7 layout) as 32 hex characters."""
+    ms = int(_dt.datetime.now(_dt.timezone.utc).timestamp() * 1000)
+    rand = uuid.uuid4().int & ((1 << 80) - 1)
+    value = (ms << 80) | (0x7 << 76) | (rand & ((1 << 76) - 1))
+    return f"{value:032x}"
+
+
+# --- schema -------------------------------------------------------------------------------
+
+_MACHINE_COLUMNS: dict[str, Any] = {
+    "id": str, "hostname": str, "os": str, "kernel": str, "arch": str,
+    "cpu_info": str, "cpu_cores": int, "cpu_threads": int, "ram_bytes": int,
+    "gpu_info": str, "gpu_count": int, "vram_bytes": int, "backends": str,
+    "build_commit": str, "llama_cpp_version": str, "python_version": str,
+    "lab_version": str, "system_info": str, "gpu_offload": int, "first_seen": str,
+}
+
+_MODEL_COLUMNS: dict[str, Any] = {
+    "id": str,  # sha256 of the file
+    "model_filename": str, "path": str, "name": str, "model_type": str, "arch": str,
+    "file_type": str, "model_size": int, "file_size": int, "model_n_params": int,
+    "n_layer": int, "n_embd": int, "n_head": int, "n_head_kv": int, "n_ctx_train": int,
+    "n_vocab": int, "has_chat_template": int, "source": str, "source_repo": str,
+    "source_revision": str, "base_model_id": str, "fallback_tensors": str, "added_at": str,
+}
+
+_RUN_COLUMNS: dict[str, Any] = {
+    "id": str, "kind": str, "machine_id": str, "model_id": str, "model_filename": str,
+    "status": str, "config": str, "error": str, "exit_code": int, "signal": int,
+    "log_tail": str, "started_at": str, "finished_at": str, "lab_version": str,
+    "llama_cpp_version": str, "build_commit": str, "n_gpu_layers": int, "use_mmap": int,
+    "load_ms": float, "est_memory_bytes": int, "peak_rss_bytes": int, "peak_vram_bytes": int,
+    "label": str,
+}
+
+_RESULT_COLUMNS: dict[str, Any] = {
+    "id": str, "run_id": str, "machine_id": str, "model_id": str, "model_filename": str,
+    "model_type": str, "model_size": int, "model_n_params": int, "backends": str,
+    "test": str, "n_prompt": int, "n_gen": int, "n_depth": int, "n_batch": int,
+    "n_ubatch": int, "n_threads": int, "n_gpu_layers": int, "type_k": str, "type_v": str,
+    "flash_attn": int, "use_mmap": int, "n_ctx": int, "repetitions": int,
+    "avg_ns": float, "stddev_ns": float, "avg_ts": float, "stddev_ts": float,
+    "samples_ns": str, "samples_ts": str, "cv": float, "noisy": int,
+    "peak_rss_bytes": int, "peak_vram_bytes": int, "mean_power_w": float,
+    "energy_j": float, "j_per_token": float, "energy_source": str,
+    "est_memory_bytes": int, "kv_bytes": int, "mean_cpu_percent": float,
+    "ttft_ms": float, "itl_p50_ms": float, "itl_p95_ms": float, "itl_p99_ms": float,
+    "e2e_ms": float, "n_generated": int, "n_prompt_tokens": int, "n_prompts": int,
+    "test_time": str,
+}
+
+_SAMPLE_COLUMNS: dict[str, Any] = {
+    "run_id": str, "t": float, "test": str, "rss_bytes": int, "cpu_percent": float,
+    "n_threads": int, "mem_available_bytes": int, "gpu_mem_used_bytes": int,
+    "gpu_proc_mem_bytes": int, "gpu_util": float, "gpu_power_w": float, "gpu_temp_c": float,
+    "gpu_energy_j": float, "rapl_energy_j": float, "tokens": int,
+}
+
+_QUALITY_COLUMNS: dict[str, Any] = {
+    "id": str, "run_id": str, "machine_id": str, "model_id": str, "reference_model_id": str,
+    "model_filename": str, "reference_filename": str, "text_name": str, "text_sha256": str,
+    "n_ctx": int, "n_chunks": int, "n_tokens_scored": int, "ppl": float, "ppl_stderr": float,
+    "ppl_ref": float, "ppl_ratio": float, "kld_mean": float, "kld_stderr": float,
+    "kld_p99": float, "kld_p999": float, "kld_median": float, "same_top_p": float,
+    "same_top_p_stderr": float, "created_at": str,
+}
+
+_EVAL_RUN_COLUMNS: dict[str, Any] = {
+    "id": str, "run_id": str, "machine_id": str, "model_id": str, "model_filename": str,
+    "suite": str, "suite_sha256": str, "constrained": int, "n_items": int, "n_correct": int,
+    "accuracy": float, "accuracy_ci_low": float, "accuracy_ci_high": float,
+    "format_valid_rate": float, "n_empty": int, "n_timeout": int, "n_error": int,
+    "latency_p50_ms": float, "latency_p95_ms": float, "created_at": str,
+}
+
+_EVAL_ITEM_COLUMNS: dict[str, Any] = {
+    "id": str, "eval_run_id": str, "run_id": str, "machine_id": str, "model_id": str,
+    "item_index": int, "item_id": str, "input": str, "expected": str, "output": str,
+    "scorer": str, "score": float, "correct": int, "format_valid": int, "status": str,
+    "error": str, "latency_ms": float, "n_tokens": int,
+}
+
+
+def _migrate_1(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+    db["machines"].create(_MACHINE_COLUMNS, pk="id", if_not_exists=True)
+    db["models"].create(_MODEL_COLUMNS, pk="id", if_not_exists=True)
+    db["model_files"].create(
+        {"path": str, "size": int, "mtime_ns": int, "sha256": str}, pk="path", if_not_exists=True
+    )
+    db["runs"].create(
+        _RUN_COLUMNS, pk="id", if_not_exists=True,
+        foreign_keys=[("machine_id", "machines", "id"), ("model_id", "models", "id")],
+    )
+    db["results"].create(
+        _RESULT_COLUMNS, pk="id", if_not_exists=True,
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["samples"].create(_SAMPLE_COLUMNS, if_not_exists=True, foreign_keys=[("run_id", "runs", "id")])
+    db["quality"].create(_QUALITY_COLUMNS, pk="id", if_not_exists=True)
+    db["eval_runs"].create(_EVAL_RUN_COLUMNS, pk="id", if_not_exists=True)
+    db["eval_items"].create(_EVAL_ITEM_COLUMNS, pk="id", if_not_exists=True)
+    db["runs"].create_index(["machine_id", "model_id"], if_not_exists=True)
+    db["results"].create_index(["run_id"], if_not_exists=True)
+    db["results"].create_index(["model_id", "test"], if_not_exists=True)
+    db["samples"].create_index(["run_id", "t"], if_not_exists=True)
+    db["quality"].create_index(["model_id"], if_not_exists=True)
+    db["eval_items"].create_index(["eval_run_id"], if_not_exists=True)
+
+
+# Append only: migration N brings a database from version N-1 to N.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1]
+
+
+class StoreError(LabError):
+    """The database file cannot be opened or is not a Rightsizer database."""
+
+
+class Store:
+    """One open database. Cheap to create; create one per thread."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
+            self.db = sqlite_utils.Database(conn)
+            self.db.execute("PRAGMA busy_timeout = 30000")
+            self.db.enable_wal()
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"Cannot open database {self.path}: {exc}.") from exc
+        except OSError as exc:
+            raise StoreError(f"Cannot create database {self.path}: {exc.strerror}.") from exc
+        self._lock = threading.Lock()
+
+    # -- schema
+    def schema_version(self) -> int:
+        if "meta" not in self.db.table_names():
+            return 0
+        row = self.db.execute("select value from meta where key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _migrate(self) -> None:
+        version = self.schema_version()
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"Database {self.path} has schema version {version}, newer than this "
+                f"Rightsizer understands ({len(MIGRATIONS)}); upgrade Rightsizer."
+            )
+        for number in range(version + 1, len(MIGRATIONS) + 1):
+            with self.db.conn:
+                MIGRATIONS[number - 1](self.db)
+                self.db["meta"].upsert({"key": "schema_version", "value": str(number)}, pk="key")
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # -- writes
+    def _write(self, table: str, row: dict[str, Any], *, pk: str | None = None, upsert: bool = False) -> None:
+        with self._lock, self.db.conn:
+            if upsert:
+                self.db[table].upsert(row, pk=pk, alter=True)
+            else:
+                self.db[table].insert(row, alter=True)
+
+    def upsert_machine(self, fingerprint: dict[str, Any]) -> str:
+        """Store a machine fingerprint (``hardware.fingerprint()``); returns its id."""
+        row = dict(fingerprint)
+        existing = self.get("machines", row["id"])
+        row["first_seen"] = existing["first_seen"] if existing else now_iso()
+        self._write("machines", row, pk="id", upsert=True)
+        return row["id"]
+
+    def upsert_model(self, info: dict[str, Any]) -> str:
+        """Store a model row (keyed by sha256 in ``id``); keeps provenance already known."""
+        row = {k: v for k, v in info.items() if v is not None or k in ("base_model_id",)}
+        existing = self.get("models", row["id"])
+        if existing:
+            for key in ("source", "source_repo", "source_revision", "base_model_id", "fallback_tensors", "added_at"):
+                if row.get(key) is None and existing.get(key) is not None:
+                    row[key] = existing[key]
+        row.setdefault("added_at", now_iso())
+        self._write("models", row, pk="id", upsert=True)
+        return row["id"]
+
+    def cached_sha256(self, path: Path, size: int, mtime_ns: int) -> str | None:
+        row = self.get("model_files", str(path))
+        if row and row["size"] == size and row["mtime_ns"] == mtime_ns:
+            return row["sha256"]
+        return None
+
+    def remember_sha256(self, path: Path, size: int, mtime_ns: int, sha256: str) -> None:
+        self._write(
+            "model_files", {"path": str(path), "size": size, "mtime_ns": mtime_ns, "sha256": sha256},
+            pk="path", upsert=True,
+        )
+
+    def create_run(self, kind: str, *, machine_id: str, model_id: str | None, model_filename: str | None,
+                   config: dict[str, Any], **extra: Any) -> str:
+        """Record a job as ``running`` before it starts, so a crash still leaves a trace."""
+        run_id = new_id()
+        row = {
+            "id": run_id, "kind": kind, "machine_id": machine_id, "model_id": model_id,
+            "model_filename": model_filename, "status": "running",
+            "config": json.dumps(config, sort_keys=True), "started_at": now_iso(),
+        }
+        row.update(extra)
+        self._write("runs", row)
+        return run_id
+
+    def update_run(self, run_id: str, **values: Any) -> None:
+        with self._lock, self.db.conn:
+            self.db["runs"].update(run_id, values, alter=True)
+
+    def finish_run(self, run_id: str, status: str, **values: Any) -> None:
+        """Close a run: ``ok``, ``failed`` or ``cancelled``, with error details when not ok."""
+        values.update(status=status, finished_at=now_iso())
+        self.update_run(run_id, **values)
+
+    def add_result(self, row: dict[str, Any]) -> str:
+        row = dict(row)
+        row.setdefault("id", new_id())
+        row.setdefault("test_time", now_iso())
+        for key in ("samples_ns", "samples_ts"):
+            if isinstance(row.get(key), (list, tuple)):
+                row[key] = json.dumps(list(row[key]))
+        self._write("results", row)
+        return row["id"]
+
+    def add_samples(self, rows: Iterable[dict[str, Any]]) -> None:
+        rows = list(rows)
+        if rows:
+            with self._lock, self.db.conn:
+                self.db["samples"].insert_all(rows, alter=True)
+
+    def add_row(self, table: str, row: dict[str, Any]) -> str:
+        """Insert into ``quality``, ``eval_runs`` or ``eval_items``; fills ``id``."""
+        row = dict(row)
+        row.setdefault("id", new_id())
+        self._write(table, row)
+        return row["id"]
+
+    def add_rows(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
+        rows = [dict(r, id=r.get("id") or new_id()) for r in rows]
+        if rows:
+            with self._lock, self.db.conn:
+                self.db[table].insert_all(rows, alter=True)
+
+    def delete_model(self, model_id: str) -> None:
+        """Forget a model row (measurements keep their model_filename)."""
+        with self._lock, self.db.conn:
+            self.db.execute("delete from models where id = ?", [model_id])
+
+    # -- reads
+    def get(self, table: str, key: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.db[table].get(key))
+        except sqlite_utils.db.NotFoundError:
+            return None
+
+    def query(self, sql: str, params: Iterable[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+        return list(self.db.query(sql, params))
+
+    def iter_query(self, sql: str, params: Iterable[Any] | dict[str, Any] = ()) -> Iterator[dict[str, Any]]:
+        return self.db.query(sql, params)
+
+    def runs(self, *, model: str | None = None, machine: str | None = None, run: str | None = None,
+             kind: str | None = None, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Stored runs, newest first. ``model`` matches file name or model id prefix;
+        ``machine`` and ``run`` match id prefixes (or the hostname for machines)."""
+        where, params = ["1 = 1"], {}
+        if model:
+            where.append("(runs.model_filename like :model or runs.model_id like :model_prefix)")
+            params.update(model=f"%{model}%", model_prefix=f"{model}%")
+        if machine:
+            where.append("(runs.machine_id like :machine_prefix or machines.hostname = :machine)")
+            params.update(machine=machine, machine_prefix=f"{machine}%")
+        if run:
+            where.append("runs.id like :run_prefix")
+            params["run_prefix"] = f"{run}%"
+        if kind:
+            where.append("runs.kind = :kind")
+            params["kind"] = kind
+        if status:
+            where.append("runs.status = :status")
+            params["status"] = status
+        sql = (
+            "select runs.*, machines.hostname as hostname from runs "
+            "left join machines on machines.id = runs.machine_id "
+            f"where {' and '.join(where)} order by runs.started_at desc"
+        )
+        if limit:
+            sql += f" limit {int(limit)}"
+        return self.query(sql, params)
+
+    def results(self, *, model: str | None = None, test: str | None = None, machine: str | None = None,
+                run: str | None = None, quant: str | None = None, since: str | None = None,
+                order: str = "results.test_time", descending: bool = False,
+                limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+        """Stored results joined with their run, model and machine; filters match like
+        :meth:`runs`, ``test`` matches the test name (``tg128``) exactly or by prefix with ``*``."""
+        where, params = ["1 = 1"], {}
+        if model:
+            where.append("(results.model_filename like :model or results.model_id like :model_prefix)")
+            params.update(model=f"%{model}%", model_prefix=f"{model}%")
+        if test:
+            if test.endswith("*"):
+                where.append("results.test like :test")
+                params["test"] = test[:-1] + "%"
+            else:
+                where.append("results.test = :test")
+                params["test"] = test
+        if machine:
+            where.append("(results.machine_id like :machine_prefix or machines.hostname = :machine)")
+            params.update(machine=machine, machine_prefix=f"{machine}%")
+        if run:
+            where.append("results.run_id like :run_prefix")
+            params["run_prefix"] = f"{run}%"
+        if quant:
+            where.append("upper(models.file_type) = upper(:quant)")
+            params["quant"] = quant
+        if since:
+            where.append("results.test_time >= :since")
+            params["since"] = since
+        allowed = set(_RESULT_COLUMNS) | {"hostname", "file_type", "arch", "file_size"}
+        column = order.split(".")[-1]
+        if column not in allowed:
+            raise ValueError(f"cannot order by {order!r}")
+        prefix = "results." if column in _RESULT_COLUMNS else ""
+        sql = (
+            "select results.*, machines.hostname as hostname, models.file_type as file_type, "
+            "models.arch as arch, models.file_size as file_size, runs.status as run_status "
+            "from results left join runs on runs.id = results.run_id "
+            "left join machines on machines.id = results.machine_id "
+            "left join models on models.id = results.model_id "
+            f"where {' and '.join(where)} order by {prefix}{column} {'desc' if descending else 'asc'}"
+        )
+        if limit is not None:
+            sql += f" limit {int(limit)} offset {int(offset)}"
+        return self.query(sql, params)
+
+    def samples(self, run_id: str) -> list[dict[str, Any]]:
+        return self.query("select * from samples where run_id = ? order by t", [run_id])
+
+    def models(self) -> list[dict[str, Any]]:
+        return self.query("select * from models order by model_filename")
+
+    def last_speeds(self, machine_id: str) -> dict[str, dict[str, float]]:
+        """The newest pp and tg average t/s per model id on one machine (depth 0 only)."""
+        rows = self.query(
+            "select model_id, n_prompt, n_gen, avg_ts, test_time from results "
+            "where machine_id = ? and n_depth = 0 and avg_ts is not null and test != 'chat' "
+            "order by test_time", [machine_id],
+        )
+        out: dict[str, dict[str, float]] = {}
+        for row in rows:
+            kind = "pp" if row["n_prompt"] and not row["n_gen"] else "tg" if row["n_gen"] and not row["n_prompt"] else None
+            if kind:
+                out.setdefault(row["model_id"], {})[kind] = row["avg_ts"]
+        return out
