@@ -21,13 +21,13 @@ import datetime as _dt
 import json
 import sqlite3
 import threading
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import sqlite_utils
 
 from lab.errors import LabError
+from lab.ids import new_id, short_id  # noqa: F401  (re-exported)
 
 SCHEMA_VERSION = 1
 
@@ -35,14 +35,6 @@ SCHEMA_VERSION = 1
 def now_iso() -> str:
     """UTC timestamp with microseconds, sortable as text."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
-
-
-def new_id() -> str:
-    """A globally unique, time-ordered id (UUIDv7 layout) as 32 hex characters."""
-    ms = int(_dt.datetime.now(_dt.timezone.utc).timestamp() * 1000)
-    rand = uuid.uuid4().int & ((1 << 80) - 1)
-    value = (ms << 80) | (0x7 << 76) | (rand & ((1 << 76) - 1))
-    return f"{value:032x}"
 
 
 # --- schema -------------------------------------------------------------------------------
@@ -317,8 +309,8 @@ class Store:
             where.append("(runs.machine_id like :machine_prefix or machines.hostname = :machine)")
             params.update(machine=machine, machine_prefix=f"{machine}%")
         if run:
-            where.append("runs.id like :run_prefix")
-            params["run_prefix"] = f"{run}%"
+            where.append("(runs.id like :run_prefix or runs.id like :run_suffix)")
+            params.update(run_prefix=f"{run}%", run_suffix=f"%{run}")
         if kind:
             where.append("runs.kind = :kind")
             params["kind"] = kind
@@ -355,8 +347,8 @@ class Store:
             where.append("(results.machine_id like :machine_prefix or machines.hostname = :machine)")
             params.update(machine=machine, machine_prefix=f"{machine}%")
         if run:
-            where.append("results.run_id like :run_prefix")
-            params["run_prefix"] = f"{run}%"
+            where.append("(results.run_id like :run_prefix or results.run_id like :run_suffix)")
+            params.update(run_prefix=f"{run}%", run_suffix=f"%{run}")
         if quant:
             where.append("upper(models.file_type) = upper(:quant)")
             params["quant"] = quant

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from lab.cli import db_option, open_store
+from lab.ids import short_id
 from lab.cli.output import NA, Column, emit, format_option, human_bytes, human_count, render_table
 
 
@@ -208,14 +209,14 @@ def bench(models: tuple[str, ...], n_prompt: list[int], n_gen: list[int], pg: li
         if event["event"] == "result":
             printer.add(event["row"])
         elif event["event"] == "run_end" and event["status"] == "failed":
-            click.echo(f"error: run {event['run_id'][:12]} failed: {event['error']}", err=True)
+            click.echo(f"error: run {short_id(event['run_id'])} failed: {event['error']}", err=True)
 
     try:
         outcome = run_bench(options, store, on_event=on_event, plans=plans)
     finally:
         progress.clear()
         printer.finish(store)
-    click.echo(f"stored {len(outcome.results)} results in {store.path} (run {', '.join(r[:12] for r in outcome.run_ids)})", err=True)
+    click.echo(f"stored {len(outcome.results)} results in {store.path} (run {', '.join(short_id(r) for r in outcome.run_ids)})", err=True)
     if outcome.status != "ok":
         raise SystemExit(1)
 
@@ -281,7 +282,7 @@ def _machine() -> dict[str, Any] | None:
 
 
 RESULT_COLUMNS = [
-    Column("run_id", "run", lambda v: v[:12], align="left"),
+    Column("run_id", "run", short_id, align="left"),
     Column("test_time", "time", lambda v: v[:19].replace("T", " "), align="left"),
     Column("hostname", "machine", align="left"),
     Column("model_filename", "model file", align="left"),
@@ -296,7 +297,7 @@ RESULT_COLUMNS = [
     Column("j_per_token", "J/tok", lambda v: f"{v:.4f}"),
 ]
 RUN_COLUMNS = [
-    Column("id", "run", lambda v: v[:12], align="left"),
+    Column("id", "run", short_id, align="left"),
     Column("kind", "kind", align="left"),
     Column("started_at", "started", lambda v: v[:19].replace("T", " "), align="left"),
     Column("hostname", "machine", align="left"),

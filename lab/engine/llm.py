@@ -39,6 +39,44 @@ def ggml_type(name: str) -> int:
     return int(value)
 
 
+class _ThreadpoolParams(ctypes.Structure):
+    # struct ggml_threadpool_params (ggml.h); GGML_MAX_N_THREADS = 512
+    _fields_ = [
+        ("cpumask", ctypes.c_bool * 512),
+        ("n_threads", ctypes.c_int),
+        ("prio", ctypes.c_int),
+        ("poll", ctypes.c_uint32),
+        ("strict_cpu", ctypes.c_bool),
+        ("paused", ctypes.c_bool),
+    ]
+
+
+_threadpool_api: Any = None
+
+
+def _threadpool_functions() -> Any:
+    """ggml_threadpool_new/free and llama_attach_threadpool, which llama-cpp-python does not
+    bind; None when the shared libraries do not export them."""
+    global _threadpool_api
+    if _threadpool_api is None:
+        L = lib()
+        libdir = Path(L.__file__).parent / "lib"
+        try:
+            cpu = next(iter(sorted(libdir.glob("libggml-cpu.*")) + sorted(libdir.glob("ggml-cpu.*"))), None)
+            ggml_cpu = ctypes.CDLL(str(cpu)) if cpu else None
+            llama = L.llama_cpp._lib
+            new = ggml_cpu.ggml_threadpool_new
+            new.argtypes, new.restype = [ctypes.POINTER(_ThreadpoolParams)], ctypes.c_void_p
+            free = ggml_cpu.ggml_threadpool_free
+            free.argtypes, free.restype = [ctypes.c_void_p], None
+            attach = llama.llama_attach_threadpool
+            attach.argtypes, attach.restype = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p], None
+            _threadpool_api = (new, free, attach)
+        except (AttributeError, OSError, TypeError):
+            _threadpool_api = False
+    return _threadpool_api or None
+
+
 class Model:
     """A loaded llama.cpp model and its vocabulary."""
 
@@ -166,6 +204,27 @@ class Context:
         self._buf = (L.llama_token * max(1, int(n_batch)))()
         self._batch_all: Any = None
         self._batch_all_n = 0
+        self._threadpool: Any = None
+        self.attach_threadpool(int(n_threads))
+
+    def attach_threadpool(self, n_threads: int, poll: int = 50) -> bool:
+        """Give the context a persistent ggml threadpool that polls between graphs, as
+        llama-bench does (``--poll 50``); without one ggml starts threads for every graph."""
+        api = _threadpool_functions()
+        if api is None:
+            return False
+        new, free, attach = api
+        params = _ThreadpoolParams()
+        params.n_threads, params.prio, params.poll = n_threads, 0, poll
+        pool = new(ctypes.byref(params))
+        if not pool:
+            return False
+        attach(self.ptr, pool, pool)
+        if self._threadpool:
+            free(self._threadpool)
+        self._threadpool = pool
+        self.n_threads = n_threads
+        return True
 
     def close(self) -> None:
         L = lib()
@@ -175,9 +234,14 @@ class Context:
         if self.ptr:
             L.llama_free(self.ptr)
             self.ptr = None
+        if self._threadpool:
+            _threadpool_functions()[1](self._threadpool)
+            self._threadpool = None
 
     def set_threads(self, n_threads: int) -> None:
         lib().llama_set_n_threads(self.ptr, n_threads, n_threads)
+        if self._threadpool:
+            self.attach_threadpool(n_threads)
         self.n_threads = n_threads
 
     def clear(self) -> None:

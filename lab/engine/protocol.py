@@ -59,6 +59,8 @@ class ContextParams:
 class TestSpec:
     """One test: ``pp`` (n_prompt), ``tg`` (n_gen), ``pg`` (both), at a depth; or ``chat``."""
 
+    __test__ = False  # not a pytest class
+
     n_prompt: int = 0
     n_gen: int = 0
     n_depth: int = 0

@@ -1,0 +1,204 @@
+"""The engine end to end: real llama.cpp in a child process, rows in real SQLite, crashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from lab.bench import BenchOptions, plan, run_bench
+from lab.engine import protocol
+from lab.engine.protocol import BenchItem, BenchJob, ContextParams, ModelParams, TestSpec
+from lab.engine.runner import run_child
+from lab.errors import LabError, ModelError, NotEnoughMemory
+from lab.store import Store
+
+
+def test_sweep_is_a_cartesian_product(tiny_gguf: Path, tmp_path: Path) -> None:
+    store = Store(tmp_path / "lab.db")
+    events: list[dict] = []
+    opts = BenchOptions(models=[str(tiny_gguf)], n_prompt=[32], n_gen=[8], pg=[(16, 4)], n_depth=[0, 16],
+                        threads=[1, 2], repetitions=2)
+    outcome = run_bench(opts, store, on_event=events.append)
+    assert outcome.status == "ok" and len(outcome.run_ids) == 1  # one model instance -> one child
+    rows = store.results(run=outcome.run_ids[0], order="test_time")
+    # 3 tests x 2 depths x 2 thread counts
+    assert len(rows) == 12
+    assert sorted({r["test"] for r in rows}) == sorted(
+        ["pp32", "tg8", "pp16+tg4", "pp32 @ d16", "tg8 @ d16", "pp16+tg4 @ d16"])
+    assert {r["n_threads"] for r in rows} == {1, 2}
+    for r in rows:
+        samples = json.loads(r["samples_ns"])
+        assert len(samples) == 2 and all(s > 0 for s in samples)
+        n_tokens = r["n_prompt"] + r["n_gen"]
+        expected = sum(n_tokens * 1e9 / s for s in samples) / 2
+        assert r["avg_ts"] == pytest.approx(expected)
+        assert r["n_ctx"] == r["n_prompt"] + r["n_gen"] + r["n_depth"]
+        assert r["peak_rss_bytes"] > tiny_gguf.stat().st_size
+        assert r["noisy"] == int(r["cv"] > 0.05)
+    run = store.get("runs", outcome.run_ids[0])
+    assert run["status"] == "ok" and run["finished_at"] > run["started_at"]
+    assert run["load_ms"] > 0
+    # the tests arrive as events in order, each with its repetitions
+    reps = [e for e in events if e["event"] == "rep"]
+    assert len(reps) == 24
+    assert [e["event"] for e in events][0] == "run_start" and events[-1]["event"] == "run_end"
+
+
+def test_model_reloads_only_when_a_model_parameter_changes(tiny_gguf: Path, tmp_path: Path) -> None:
+    store = Store(tmp_path / "lab.db")
+    opts = BenchOptions(models=[str(tiny_gguf)], n_prompt=[16], n_gen=[0], mmap=[0, 1], n_batch=[8, 16], repetitions=1)
+    outcome = run_bench(opts, store)
+    assert len(outcome.run_ids) == 2  # two mmap values -> two children, batch sizes inside each
+    for run_id in outcome.run_ids:
+        assert len(store.results(run=run_id)) == 2
+
+
+def test_demo_model_bench_and_chat_are_stored(demo_gguf: Path, tmp_path: Path) -> None:
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": "Name three colours."}) + "\n"
+                       + json.dumps({"messages": [{"role": "user", "content": "Say hi."}]}) + "\n")
+    store = Store(tmp_path / "lab.db")
+    opts = BenchOptions(models=["demo"], n_prompt=[64], n_gen=[16], repetitions=2, chat=True,
+                        prompts_file=prompts, chat_max_tokens=12)
+    outcome = run_bench(opts, store)
+    assert outcome.status == "ok"
+    rows = {r["test"]: r for r in store.results()}
+    assert set(rows) == {"pp64", "tg16", "chat"}
+    model = store.get("models", rows["pp64"]["model_id"])
+    assert model["id"] == hashlib.sha256(demo_gguf.read_bytes()).hexdigest()
+    assert model["file_type"] == "Q4_1" and model["model_n_params"] == 134515008
+    for r in rows.values():
+        # the child maps the 92 MiB of weights: its peak is above that, and the estimate is stored beside it
+        assert 96_576_768 < r["peak_rss_bytes"] < 1_000_000_000
+        assert r["est_memory_bytes"] > 96_576_768
+        assert r["model_type"] == "llama 256M Q4_1"  # llama.cpp's own description, as llama-bench prints
+        assert r["peak_vram_bytes"] is None  # no GPU here: NULL, never 0
+    chat = rows["chat"]
+    assert chat["n_prompts"] == 2 and 2 <= chat["n_generated"] <= 24
+    assert 0 < chat["ttft_ms"] < chat["e2e_ms"]
+    assert chat["itl_p50_ms"] <= chat["itl_p95_ms"] <= chat["itl_p99_ms"]
+    samples = store.samples(outcome.run_ids[0])
+    assert len(samples) >= 3
+    assert all(s["rss_bytes"] is None or s["rss_bytes"] > 0 for s in samples)
+    assert max(s["rss_bytes"] or 0 for s in samples) > 96_576_768
+    machine = store.get("machines", rows["pp64"]["machine_id"])
+    assert machine["cpu_threads"] >= 1
+
+
+def test_child_killed_mid_run_keeps_finished_tests(tiny_gguf: Path, tmp_path: Path) -> None:
+    store = Store(tmp_path / "lab.db")
+    pid: dict[str, int] = {}
+
+    def on_event(event: dict) -> None:
+        if event["event"] == "hello":
+            pid["child"] = event["pid"]
+        if event["event"] == "result":
+            os.kill(pid["child"], signal.SIGKILL)
+
+    opts = BenchOptions(models=[str(tiny_gguf)], n_prompt=[16], n_gen=[4000], repetitions=50)
+    outcome = run_bench(opts, store, on_event=on_event)
+    assert outcome.status == "failed"
+    run = store.get("runs", outcome.run_ids[0])
+    assert run["status"] == "failed" and run["signal"] == signal.SIGKILL
+    assert "SIGKILL" in run["error"]
+    assert run["log_tail"]  # llama.cpp's log is kept for the post-mortem
+    assert [r["test"] for r in store.results(run=run["id"])] == ["pp16"]
+
+
+def test_model_llama_cpp_cannot_load_is_a_failed_run(tiny_gguf: Path, tmp_path: Path) -> None:
+    data = bytearray(tiny_gguf.read_bytes())
+    key = b"general.architecture"
+    at = data.index(key) + len(key) + 4  # skip the value type
+    length = struct.unpack_from("<Q", data, at)[0]
+    assert data[at + 8: at + 8 + length] == b"llama"
+    data[at + 8: at + 8 + length] = b"llamx"  # an architecture llama.cpp does not know
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(bytes(data))
+    store = Store(tmp_path / "lab.db")
+    outcome = run_bench(BenchOptions(models=[str(broken)], n_prompt=[8], n_gen=[0], repetitions=1, repack=[0]), store)
+    assert outcome.status == "failed"
+    run = store.get("runs", outcome.run_ids[0])
+    assert run["status"] == "failed" and run["exit_code"] == 2
+    assert "could not load broken.gguf" in run["error"]
+    assert "llamx" in run["log_tail"]
+
+
+def test_refuses_what_does_not_fit(tiny_gguf: Path) -> None:
+    with pytest.raises(NotEnoughMemory, match="use --force"):
+        plan(BenchOptions(models=[str(tiny_gguf)]), available_bytes=10_000)
+    assert plan(BenchOptions(models=[str(tiny_gguf)], force=True), available_bytes=10_000)
+
+
+def test_bad_inputs_are_user_errors(tmp_path: Path, tiny_gguf: Path) -> None:
+    with pytest.raises(ModelError, match="No such file"):
+        plan(BenchOptions(models=[str(tmp_path / "nope.gguf")]))
+    with pytest.raises(LabError, match="Nothing to run"):
+        plan(BenchOptions(models=[str(tiny_gguf)], n_prompt=[0], n_gen=[0]))
+    bad = tmp_path / "prompts.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"nope": 1}\n')
+    with pytest.raises(LabError, match="line 2"):
+        plan(BenchOptions(models=[str(tiny_gguf)], chat=True, prompts_file=bad))
+
+
+def test_cancel_event_stops_the_child(tiny_gguf: Path, tmp_path: Path) -> None:
+    store = Store(tmp_path / "lab.db")
+    cancel = threading.Event()
+
+    def on_event(event: dict) -> None:
+        if event["event"] == "result":
+            cancel.set()
+
+    opts = BenchOptions(models=[str(tiny_gguf)], n_prompt=[16], n_gen=[4000], repetitions=50)
+    outcome = run_bench(opts, store, on_event=on_event, cancel=cancel)
+    assert outcome.status == "cancelled"
+    assert store.get("runs", outcome.run_ids[0])["status"] == "cancelled"
+    assert len(store.results(run=outcome.run_ids[0])) == 1
+
+
+def test_worker_protocol_direct(tiny_gguf: Path) -> None:
+    job = BenchJob(ModelParams(str(tiny_gguf), repack=False), [BenchItem(TestSpec(n_gen=4), ContextParams(n_threads=1))], repetitions=3)
+    events: list[dict] = []
+    out = run_child(job.to_wire(), on_event=events.append)
+    assert out.status == "ok" and out.exit_code == 0
+    kinds = [e["event"] for e in events]
+    assert kinds == [protocol.HELLO, protocol.LOADED, protocol.TEST_START, protocol.REP, protocol.REP,
+                     protocol.REP, protocol.TEST_END, protocol.DONE]
+    assert events[-2]["n_ctx"] == 4 and len(events[-2]["samples_ns"]) == 3
+
+
+def test_unknown_job_kind_is_reported(tmp_path: Path) -> None:
+    events: list[dict] = []
+    out = run_child({"kind": "nope", "payload": {}}, on_event=events.append)
+    assert out.status == "failed" and out.exit_code == 2 and "unknown job kind" in out.error
+
+
+def test_ctrl_c_in_the_cli_cancels_and_keeps_results(tiny_gguf: Path, tmp_path: Path) -> None:
+    db = tmp_path / "lab.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lab", "bench", str(tiny_gguf), "-p", "16", "-n", "4000", "-r", "50",
+         "-o", "jsonl", "--db", str(db)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    first = json.loads(proc.stdout.readline())  # pp16 finished
+    assert first["test"] == "pp16"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "Cancelled" in err
+    store = Store(db)
+    run = store.get("runs", first["run_id"])
+    assert run["status"] == "cancelled"
+    assert [r["test"] for r in store.results(run=run["id"])] == ["pp16"]
+    # no engine child is left behind
+    children = subprocess.run(["pgrep", "-f", "lab.engine.worker"], capture_output=True, text=True).stdout.split()
+    assert all(int(p) != proc.pid for p in children)
