@@ -61,6 +61,9 @@ def run_child(job: dict[str, Any], *, on_event: Callable[[dict[str, Any]], None]
     """
     child_env = dict(os.environ if env is None else env)
     child_env.setdefault("PYTHONUNBUFFERED", "1")
+    # Large buffers always come from mmap and go back to the OS when freed, so a test's peak
+    # RSS does not include a previous test's freed context (glibc otherwise raises the threshold).
+    child_env.setdefault("MALLOC_MMAP_THRESHOLD_", "1048576")
     proc = subprocess.Popen(
         worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         start_new_session=True, env=child_env, bufsize=0,

@@ -59,12 +59,23 @@ class Bench:
             chat_template=self.model.chat_template() is not None, repack=self.model.repack,
         )
 
+    @staticmethod
+    def _key(cp: ContextParams, n_ctx: int) -> tuple[Any, ...]:
+        return (cp.n_batch, cp.n_ubatch, cp.flash_attn, cp.type_k, cp.type_v, n_ctx)
+
+    def release_unless(self, cp: ContextParams, n_ctx: int) -> None:
+        """Free the current context when the next test needs another one, and hand the memory
+        back to the OS, so that the next test's peak RSS is its own (as in a fresh process)."""
+        if self.ctx is not None and self._key(cp, n_ctx) != self._ctx_key:
+            self.ctx.close()
+            self.ctx = None
+            self._ctx_key = None
+            _malloc_trim()
+
     def context(self, cp: ContextParams, n_ctx: int) -> Any:
-        key = (cp.n_batch, cp.n_ubatch, cp.flash_attn, cp.type_k, cp.type_v, n_ctx)
+        key = self._key(cp, n_ctx)
         if self.ctx is None or key != self._ctx_key:
-            if self.ctx is not None:
-                self.ctx.close()
-                self.ctx = None
+            self.release_unless(cp, -1)
             self.ctx = self.llm.Context(
                 self.model, n_ctx=n_ctx, n_batch=cp.n_batch, n_ubatch=cp.n_ubatch, n_threads=cp.n_threads,
                 flash_attn=cp.flash_attn, type_k=cp.type_k, type_v=cp.type_v,
@@ -144,13 +155,22 @@ class Bench:
             self.emit(protocol.REP, index=index, rep=rep, ns=ns, ts=test.n_tokens * 1e9 / ns)
         return {"samples_ns": samples, "n_ctx": ctx.n_ctx}
 
+    def chat_tokens(self) -> list[list[int]]:
+        model = self.model
+        rendered = [model.apply_chat_template(p.messages) for p in self.job.prompts]
+        return [model.tokenize(text, add_special=True, parse_special=True) for text in rendered]
+
+    def n_ctx_for(self, test: TestSpec) -> int:
+        if test.kind == "chat":
+            return context_size(test, self.job, max((len(t) for t in self.chat_tokens()), default=1))
+        return context_size(test, self.job)
+
     def run_chat_test(self, index: int, test: TestSpec, cp: ContextParams) -> dict[str, Any]:
         """Each prompt once (after one untimed warm-up prompt), greedy, up to chat_max_tokens."""
         import numpy as np
 
         model = self.model
-        rendered = [model.apply_chat_template(p.messages) for p in self.job.prompts]
-        token_lists = [model.tokenize(text, add_special=True, parse_special=True) for text in rendered]
+        token_lists = self.chat_tokens()
         longest = max((len(t) for t in token_lists), default=1)
         ctx = self.context(cp, context_size(test, self.job, longest))
         max_tokens = self.job.chat_max_tokens
@@ -193,6 +213,16 @@ class Bench:
         return {"chat": per_prompt, "n_ctx": ctx.n_ctx}
 
 
+def _malloc_trim() -> None:
+    """Return freed heap memory to the OS (glibc); a no-op elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def run_bench_job(payload: dict[str, Any], emit: Emit) -> None:
     """Entry point in the child for ``kind == "bench"``."""
     from lab.engine.worker import peak_rss_bytes, reset_peak_rss
@@ -204,6 +234,7 @@ def run_bench_job(payload: dict[str, Any], emit: Emit) -> None:
         for index, item in enumerate(job.items):
             test, cp = item.test, item.ctx
             emit(protocol.TEST_START, index=index, test=test.name, reps=job.repetitions if test.kind != "chat" else len(job.prompts))
+            bench.release_unless(cp, bench.n_ctx_for(test))
             reset_peak_rss()
             if test.kind == "chat":
                 figures = bench.run_chat_test(index, test, cp)

@@ -1,0 +1,415 @@
+"""The sampler: a thread in the PARENT that watches the engine CHILD process.
+
+One daemon thread takes a ``Sample`` every ``interval`` seconds: the child's RSS, CPU and
+threads (psutil), the machine's available memory, and, where the machine can give them, GPU
+memory, utilisation, power, temperature and energy (NVML) and CPU package energy (RAPL).
+``begin_window()`` / ``end_window()`` bracket one test and give its peak memory and energy.
+
+Polls never overlap: the thread and the window calls take the same lock, and the thread
+sleeps on an Event until the next tick, so ``stop()`` is instant. A tick is kept cheap (one
+psutil ``oneshot()`` on a reused Process object, a handful of /proc and sysfs reads) because on
+a small machine the sampler competes with the benchmark for the same cores.
+
+Every figure the machine cannot give is None, never 0.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import psutil
+
+from lab import hardware
+
+log = logging.getLogger(__name__)
+
+# The shortest interval over which the child's CPU percentage is reported (seconds).
+MIN_CPU_INTERVAL = 0.05
+# nvml.h's NVML_TEMPERATURE_GPU, so pynvml need not be imported here
+NVML_TEMPERATURE_GPU = 0
+
+
+@dataclass
+class Sample:
+    """One reading. Field names are the ``samples`` table's columns (less run_id/test/tokens).
+
+    ``t`` is seconds since the Sampler was created (monotonic clock; ``Sampler.now()`` reads
+    the same clock). GPU figures are over all NVIDIA GPUs: memory and power summed, utilisation
+    averaged, temperature the hottest. ``gpu_energy_j`` and ``rapl_energy_j`` are cumulative
+    counters: only their differences mean something.
+    """
+
+    t: float
+    rss_bytes: int | None = None
+    cpu_percent: float | None = None  # psutil semantics: 100 = one core busy
+    n_threads: int | None = None
+    mem_available_bytes: int | None = None
+    gpu_mem_used_bytes: int | None = None
+    gpu_proc_mem_bytes: int | None = None  # the child's own VRAM
+    gpu_util: float | None = None
+    gpu_power_w: float | None = None
+    gpu_temp_c: float | None = None
+    gpu_energy_j: float | None = None
+    rapl_energy_j: float | None = None
+
+    def to_row(self) -> dict[str, Any]:
+        """The sample as a ``samples`` row (add run_id, test and tokens before storing)."""
+        return asdict(self)
+
+
+@dataclass
+class WindowStats:
+    """Figures for one test window (``begin_window()`` .. ``end_window()``)."""
+
+    peak_rss_bytes: int | None
+    peak_vram_bytes: int | None  # the child's own VRAM, when NVML lists the child
+    mean_power_w: float | None
+    energy_j: float | None
+    energy_source: str | None  # "nvml", "rapl" or None
+    mean_cpu_percent: float | None
+    n_samples: int
+
+
+# ---------------------------------------------------------------------------------------------
+# RAPL
+
+
+class RaplReader:
+    """CPU package energy from /sys/class/powercap (Linux, Intel and recent AMD).
+
+    The counters are microjoules that wrap at ``max_energy_range_uj``; ``read()`` unwraps them
+    into joules since this reader was created, which is correct as long as it is read at least
+    once per wrap period (minutes even at full load; the sampler reads it every tick).
+    Since Linux 5.10 the files are root-only, and VMs rarely expose them: then ``ok`` is False.
+    """
+
+    ROOT = "/sys/class/powercap"
+
+    def __init__(self) -> None:
+        self._domains: list[tuple[int, int]] = []  # (fd, max range in uJ)
+        self._last: list[int] = []
+        self._total_uj = 0
+        self.ok = False
+        # Top-level domains only ("intel-rapl:0", not the "intel-rapl:0:0" cores sub-domain,
+        # nor "intel-rapl-mmio:0" which is the same package again), and only "package-N",
+        # since "psys" covers the whole platform and would count the packages twice.
+        for path in sorted(glob.glob(os.path.join(self.ROOT, "intel-rapl:*"))):
+            if os.path.basename(path).count(":") != 1:
+                continue
+            try:
+                with open(os.path.join(path, "name")) as fh:
+                    if not fh.read().strip().startswith("package"):
+                        continue
+                with open(os.path.join(path, "max_energy_range_uj")) as fh:
+                    max_range = int(fh.read())
+                fd = os.open(os.path.join(path, "energy_uj"), os.O_RDONLY)
+            except (OSError, ValueError):
+                self.close()
+                return
+            self._domains.append((fd, max_range))
+        try:
+            self._last = [self._read_raw(fd) for fd, _ in self._domains]
+        except (OSError, ValueError):
+            self.close()
+            return
+        self.ok = bool(self._domains)
+
+    @staticmethod
+    def _read_raw(fd: int) -> int:
+        # pread on a kept-open fd: sysfs re-generates the value on each read from offset 0,
+        # and it saves an open/close per tick.
+        return int(os.pread(fd, 32, 0))
+
+    def read(self) -> float | None:
+        """Joules consumed by all CPU packages since this reader was created; None if unreadable."""
+        if not self.ok:
+            return None
+        try:
+            for i, (fd, max_range) in enumerate(self._domains):
+                raw = self._read_raw(fd)
+                delta = raw - self._last[i]
+                if delta < 0:  # the counter wrapped
+                    delta += max_range
+                self._total_uj += delta
+                self._last[i] = raw
+        except (OSError, ValueError):
+            self.close()
+            return None
+        return self._total_uj / 1e6
+
+    def close(self) -> None:
+        """Release the open files; the reader gives None from now on."""
+        for fd, _ in self._domains:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._domains = []
+        self.ok = False
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def mem_available() -> int | None:
+    """The machine's available memory in bytes (``MemAvailable``), or None if unreadable.
+
+    On Linux /proc/meminfo is scanned directly: psutil.virtual_memory() parses every line and
+    costs ~8x more, which matters at 10 ticks a second on a 2-core machine.
+    """
+    try:
+        with open("/proc/meminfo", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the kernel writes kB (KiB)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:  # no /proc (macOS, Windows), or a kernel older than 3.14 without MemAvailable
+        return int(psutil.virtual_memory().available)
+    except (OSError, RuntimeError):
+        return None
+
+
+def rapl_readable() -> bool:
+    """True when this process can read CPU package energy (RAPL) on this machine."""
+    reader = RaplReader()
+    ok = reader.ok and reader.read() is not None
+    reader.close()
+    return ok
+
+
+def nvml_available() -> bool:
+    """True when NVML started (an NVIDIA driver is loaded)."""
+    return hardware.nvml_available()
+
+
+# ---------------------------------------------------------------------------------------------
+# The sampler
+
+
+class Sampler:
+    """Samples the process ``pid`` every ``interval`` seconds on a daemon thread.
+
+    ``on_sample`` gets every Sample on the sampler thread (keep it short; an exception in it is
+    logged and sampling goes on). ``latest`` is the newest Sample, for UIs.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.1,
+                 on_sample: Callable[[Sample], None] | None = None) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.on_sample = on_sample
+        self.latest: Sample | None = None
+        self._t0 = time.monotonic()
+        self._lock = threading.Lock()  # one poll at a time: the thread's ticks and window reads
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._window: list[Sample] | None = None
+        self._callback_failed = False
+        try:
+            self._proc: psutil.Process | None = psutil.Process(pid)
+            self._proc.cpu_percent(None)  # primes the counter; the first sample's cpu is None
+            self._cpu_since = time.monotonic()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            self._proc = None
+        self._gpu_handles = hardware.nvml_handles()  # [] without NVML; NVML starts once per process
+        self._rapl = RaplReader()
+
+    # -- public --------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The current time on the samples' clock (seconds since this Sampler was created)."""
+        return time.monotonic() - self._t0
+
+    def start(self) -> None:
+        """Start the background thread; the first sample is taken at once."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name=f"sampler-{self.pid}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop sampling and join the thread. Safe to call twice and after the child exited."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        self._rapl.close()
+
+    def begin_window(self) -> None:
+        """Start a test window: take a sample (with the energy counters) right now."""
+        with self._lock:
+            self._window = []
+            sample = self._take()
+        self._emit(sample)
+
+    def end_window(self) -> WindowStats:
+        """Close the test window: take a last sample now and summarise the window's samples.
+
+        Energy is the difference of a cumulative counter between the window's first and last
+        sample: NVML total energy (all GPUs) where every GPU has it, else RAPL package energy,
+        else None. Mean power is energy / elapsed time where a counter exists, else the mean of
+        the sampled GPU power, else None.
+        """
+        with self._lock:
+            if self._window is None:
+                raise RuntimeError("end_window() called without begin_window()")
+            sample = self._take()
+            window, self._window = self._window, None
+        self._emit(sample)
+        return summarize(window)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            with self._lock:
+                sample = self._take()
+            self._emit(sample)
+            next_tick += self.interval
+            now = time.monotonic()
+            if next_tick < now:  # a slow tick: skip the missed ones instead of bursting
+                next_tick = now + self.interval
+            self._stop.wait(next_tick - now)
+
+    def _take(self) -> Sample:
+        """One poll. Called with the lock held."""
+        sample = Sample(t=self.now())
+        self._read_process(sample)
+        sample.mem_available_bytes = mem_available()
+        if self._gpu_handles:
+            self._read_gpus(sample)
+        if self._rapl.ok:
+            sample.rapl_energy_j = self._rapl.read()
+        self.latest = sample
+        if self._window is not None:
+            self._window.append(sample)
+        return sample
+
+    def _emit(self, sample: Sample) -> None:
+        # Outside the lock: a slow callback (a database write) must not hold up a window read,
+        # and a callback may itself call begin_window()/end_window().
+        if self.on_sample is None:
+            return
+        try:
+            self.on_sample(sample)
+        except Exception:  # a UI or store callback must never stop the measurement
+            if not self._callback_failed:
+                log.exception("sampler on_sample callback failed; sampling goes on")
+                self._callback_failed = True
+
+    def _read_process(self, sample: Sample) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        try:
+            with proc.oneshot():
+                # A zombie (exited, not yet reaped) reads as 0 bytes: that is not a figure.
+                if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+                    self._proc = None
+                    return
+                sample.rss_bytes = int(proc.memory_info().rss)
+                # CPU time moves in 10 ms jiffies, so a percentage over a few ms (the priming
+                # call, or a window sample right after a tick) is noise: report None and keep
+                # the baseline for the next, longer interval.
+                now = time.monotonic()
+                if now - self._cpu_since >= MIN_CPU_INTERVAL:
+                    sample.cpu_percent = float(proc.cpu_percent(None))
+                    self._cpu_since = now
+                sample.n_threads = int(proc.num_threads())
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            self._proc = None  # gone for good; keep sampling the machine until stop()
+            sample.rss_bytes = sample.cpu_percent = sample.n_threads = None
+        except psutil.AccessDenied:
+            sample.rss_bytes = sample.cpu_percent = sample.n_threads = None
+
+    def _read_gpus(self, sample: Sample) -> None:
+        call = hardware.nvml_call
+        used: list[int | None] = []
+        proc_mem: list[int] = []
+        util: list[float] = []
+        power: list[float | None] = []
+        temps: list[float] = []
+        energy: list[float | None] = []
+        for key, handle in self._gpu_handles:
+            memory = call("nvmlDeviceGetMemoryInfo", handle, handle_key=key)
+            used.append(int(memory.used) if memory is not None else None)
+            mine = self._process_vram(handle, key)
+            if mine is not None:
+                proc_mem.append(mine)
+            rates = call("nvmlDeviceGetUtilizationRates", handle, handle_key=key)
+            if rates is not None:
+                util.append(float(rates.gpu))
+            mw = call("nvmlDeviceGetPowerUsage", handle, handle_key=key)
+            power.append(mw / 1000.0 if mw is not None else None)
+            temp = call("nvmlDeviceGetTemperature", handle, NVML_TEMPERATURE_GPU, handle_key=key)
+            if temp is not None:
+                temps.append(float(temp))
+            mj = call("nvmlDeviceGetTotalEnergyConsumption", handle, handle_key=key)
+            energy.append(mj / 1000.0 if mj is not None else None)
+        # Sums only when every GPU answered: a partial sum would pass for the whole.
+        sample.gpu_mem_used_bytes = sum(used) if used and None not in used else None  # type: ignore[arg-type]
+        sample.gpu_proc_mem_bytes = sum(proc_mem) if proc_mem else None
+        sample.gpu_util = sum(util) / len(util) if util else None
+        sample.gpu_power_w = sum(power) if power and None not in power else None  # type: ignore[arg-type]
+        sample.gpu_temp_c = max(temps) if temps else None
+        sample.gpu_energy_j = sum(energy) if energy and None not in energy else None  # type: ignore[arg-type]
+
+    def _process_vram(self, handle: Any, key: int) -> int | None:
+        """The child's memory on one GPU; None when NVML does not list it (no context there, or
+        a container whose pid namespace hides host pids) or does not report the amount."""
+        found: int | None = None
+        for func in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
+            for entry in hardware.nvml_call(func, handle, handle_key=key) or ():
+                if entry.pid == self.pid and entry.usedGpuMemory is not None:
+                    # A process with compute and graphics contexts is listed twice with the
+                    # same total; max, not sum.
+                    found = max(found or 0, int(entry.usedGpuMemory))
+        return found
+
+
+def _counter_delta(first: float | None, last: float | None) -> float | None:
+    if first is None or last is None or last < first:  # absent, or reset in between
+        return None
+    return last - first
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def summarize(window: list[Sample]) -> WindowStats:
+    """Peak memory, energy and mean power/CPU over a list of samples (one test window)."""
+    if not window:
+        return WindowStats(None, None, None, None, None, None, 0)
+    rss = [s.rss_bytes for s in window if s.rss_bytes is not None]
+    own_vram = [s.gpu_proc_mem_bytes for s in window if s.gpu_proc_mem_bytes is not None]
+    first, last = window[0], window[-1]
+    elapsed = last.t - first.t
+    energy, source = _counter_delta(first.gpu_energy_j, last.gpu_energy_j), "nvml"
+    if energy is None:
+        energy, source = _counter_delta(first.rapl_energy_j, last.rapl_energy_j), "rapl"
+    if energy is None:
+        source = None
+    if energy is not None and elapsed > 0:
+        mean_power = energy / elapsed
+    else:
+        mean_power = _mean([s.gpu_power_w for s in window if s.gpu_power_w is not None])
+    return WindowStats(
+        peak_rss_bytes=max(rss) if rss else None,
+        # the child's own VRAM only: the device-wide figure includes other processes (a
+        # desktop, another job) and stays in the samples for whoever wants it
+        peak_vram_bytes=max(own_vram) if own_vram else None,
+        mean_power_w=mean_power,
+        energy_j=energy,
+        energy_source=source,
+        mean_cpu_percent=_mean([s.cpu_percent for s in window if s.cpu_percent is not None]),
+        n_samples=len(window),
+    )

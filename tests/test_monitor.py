@@ -1,0 +1,334 @@
+"""lab.monitor: a real Sampler on real child processes, real /proc, real threads."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from lab import monitor
+from lab.monitor import RaplReader, Sample, Sampler, summarize
+from lab.store import _SAMPLE_COLUMNS
+
+MIB = 1 << 20
+BIG = 200 * MIB
+
+# A child that grows and shrinks its memory on command, answering "ok" when done.
+CHILD = r"""
+import sys, time
+held = None
+print("ok", flush=True)
+for line in sys.stdin:
+    cmd = line.strip()
+    if cmd == "grow":
+        held = bytearray(b"\x01") * %d  # every page written, so it is resident
+    elif cmd == "free":
+        held = None  # a large block is munmap'ed: RSS drops at once
+    elif cmd == "spin":
+        end = time.monotonic() + 0.4
+        while time.monotonic() < end:
+            pass
+    print("ok", flush=True)
+""" % BIG
+
+
+class Child:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.pid = self.proc.pid
+        assert self.proc.stdout.readline().strip() == "ok"
+
+    def do(self, cmd: str) -> None:
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "ok"
+
+    def vm_hwm(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmHWM")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def child() -> Iterator[Child]:
+    c = Child()
+    yield c
+    c.close()
+
+
+NO_COUNTER = not monitor.rapl_readable() and not monitor.nvml_available()
+needs_proc = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+
+
+def test_sample_fields_are_the_samples_columns() -> None:
+    row = Sample(t=0.0).to_row()
+    assert set(row) == set(_SAMPLE_COLUMNS) - {"run_id", "test", "tokens"}
+    assert all(v is None for k, v in row.items() if k != "t")
+
+
+@needs_proc
+def test_windows_see_peak_rss_of_their_own_test_only(child: Child) -> None:
+    seen: list[Sample] = []
+    sampler = Sampler(child.pid, interval=0.02, on_sample=seen.append)
+    sampler.start()
+    try:
+        sampler.begin_window()
+        time.sleep(0.15)
+        small = sampler.end_window()
+
+        child.do("grow")
+        tb = sampler.now()
+        sampler.begin_window()
+        time.sleep(0.15)
+        big = sampler.end_window()
+        te = sampler.now()
+        hwm = child.vm_hwm()
+
+        child.do("free")
+        sampler.begin_window()
+        time.sleep(0.15)
+        after = sampler.end_window()
+    finally:
+        sampler.stop()
+
+    assert abs(big.peak_rss_bytes - hwm) / hwm < 0.05
+    assert big.peak_rss_bytes > BIG
+    assert small.peak_rss_bytes < big.peak_rss_bytes - BIG * 0.9
+    assert after.peak_rss_bytes < big.peak_rss_bytes - BIG * 0.9
+    # The window holds the samples between its begin and end reads; at most one tick can fall
+    # between ``tb`` and begin_window()'s own sample, and one between end_window() and ``te``.
+    inside = [s for s in seen if tb <= s.t <= te]
+    assert len(inside) - 2 <= big.n_samples <= len(inside)
+    assert big.n_samples >= 4
+    assert sampler.latest is max(seen, key=lambda s: s.t)
+    assert all(s.mem_available_bytes and s.mem_available_bytes > 0 for s in seen)
+    assert all(s.n_threads == 1 for s in seen)
+    # the first sample comes right after priming psutil: no figure rather than a fake 0.0
+    assert seen[0].cpu_percent is None
+
+
+@needs_proc
+def test_cpu_percent_of_a_busy_child(child: Child) -> None:
+    sampler = Sampler(child.pid, interval=0.05)
+    sampler.start()
+    try:
+        time.sleep(0.06)
+        sampler.begin_window()
+        child.do("spin")
+        stats = sampler.end_window()
+    finally:
+        sampler.stop()
+    assert stats.mean_cpu_percent is not None and stats.mean_cpu_percent > 50
+
+
+@pytest.mark.skipif(not NO_COUNTER, reason="this machine has an energy counter")
+def test_energy_is_none_without_a_counter(child: Child) -> None:
+    sampler = Sampler(child.pid, interval=0.02)
+    sampler.start()
+    sampler.begin_window()
+    time.sleep(0.06)
+    stats = sampler.end_window()
+    sampler.stop()
+    assert stats.energy_j is None and stats.energy_source is None and stats.mean_power_w is None
+    assert stats.peak_vram_bytes is None
+    latest = sampler.latest
+    assert latest.gpu_energy_j is None and latest.rapl_energy_j is None and latest.gpu_mem_used_bytes is None
+
+
+def test_stop_after_the_child_exited_does_not_raise() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    sampler = Sampler(proc.pid, interval=0.02)
+    sampler.start()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # exited but not reaped: a zombie reads as 0 B in /proc
+        if Path(f"/proc/{proc.pid}/stat").exists() and Path(f"/proc/{proc.pid}/stat").read_text().split(") ")[1][0] == "Z":
+            break
+        time.sleep(0.01)
+    time.sleep(0.05)
+    assert sampler.latest.rss_bytes is None
+    proc.wait()  # now gone altogether
+    time.sleep(0.05)
+    assert sampler.latest.rss_bytes is None and sampler.latest.mem_available_bytes is not None
+    sampler.begin_window()
+    stats = sampler.end_window()
+    assert stats.peak_rss_bytes is None and stats.n_samples == 2
+    sampler.stop()
+    sampler.stop()
+
+
+def test_a_pid_that_does_not_exist() -> None:
+    pid = 2**22 + 12345  # above the default pid_max
+    sampler = Sampler(pid, interval=0.02)
+    sampler.begin_window()
+    stats = sampler.end_window()
+    assert stats.peak_rss_bytes is None and stats.mean_cpu_percent is None
+    sampler.stop()  # never started: still fine
+
+
+def test_first_sample_at_once_and_stop_is_instant() -> None:
+    sampler = Sampler(os.getpid(), interval=30)
+    t0 = time.monotonic()
+    sampler.start()
+    while sampler.latest is None and time.monotonic() - t0 < 2:
+        time.sleep(0.005)
+    assert sampler.latest is not None and sampler.latest.rss_bytes > 0
+    sampler.stop()
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_end_window_without_begin_is_a_bug() -> None:
+    sampler = Sampler(os.getpid())
+    with pytest.raises(RuntimeError):
+        sampler.end_window()
+
+
+def test_summarize_prefers_nvml_energy_then_rapl_then_sampled_power() -> None:
+    def s(t: float, **kw: float) -> Sample:
+        return Sample(t=t, **kw)
+
+    both = [s(10.0, gpu_energy_j=100.0, rapl_energy_j=5.0, gpu_power_w=1.0),
+            s(12.0, gpu_energy_j=700.0, rapl_energy_j=65.0, gpu_power_w=1.0)]
+    stats = summarize(both)
+    assert (stats.energy_j, stats.energy_source, stats.mean_power_w) == (600.0, "nvml", 300.0)
+    rapl = [s(0.0, rapl_energy_j=5.0), s(1.0, rapl_energy_j=6.0), s(2.0, rapl_energy_j=25.0)]
+    stats = summarize(rapl)
+    assert (stats.energy_j, stats.energy_source, stats.mean_power_w) == (20.0, "rapl", 10.0)
+    sampled = [s(0.0, gpu_power_w=100.0), s(1.0, gpu_power_w=200.0), s(2.0)]
+    stats = summarize(sampled)
+    assert (stats.energy_j, stats.energy_source, stats.mean_power_w) == (None, None, 150.0)
+    reset = [s(0.0, gpu_energy_j=900.0), s(1.0, gpu_energy_j=10.0)]  # driver reloaded
+    assert summarize(reset).energy_j is None
+    assert summarize([]).n_samples == 0
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_rapl_reader_unwraps_and_counts_packages_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real powercap-shaped tree in a temporary folder (this VM has none)."""
+    root = tmp_path / "powercap"
+    for name, domain, energy in [("intel-rapl:0", "package-0", 900_000), ("intel-rapl:1", "package-1", 10),
+                                 ("intel-rapl:0:0", "core", 5), ("intel-rapl:2", "psys", 7),
+                                 ("intel-rapl-mmio:0", "package-0", 3)]:
+        _write(root / name / "name", domain + "\n")
+        _write(root / name / "max_energy_range_uj", "1000000\n")
+        _write(root / name / "energy_uj", f"{energy}\n")
+    monkeypatch.setattr(RaplReader, "ROOT", str(root))
+    reader = RaplReader()
+    assert reader.ok and reader.read() == 0.0
+    _write(root / "intel-rapl:0" / "energy_uj", "100000\n")  # wrapped: +200_000 uJ
+    _write(root / "intel-rapl:1" / "energy_uj", "50010\n")  # +50_000 uJ
+    _write(root / "intel-rapl:0:0" / "energy_uj", "999999\n")  # a sub-domain: not counted
+    assert reader.read() == pytest.approx(0.25)
+    reader.close()
+    assert reader.read() is None
+    (root / "intel-rapl:1" / "energy_uj").chmod(0o000)
+    if os.geteuid() != 0:  # root reads anything
+        assert not RaplReader().ok
+
+
+def test_rapl_readable_matches_this_machine() -> None:
+    files = list(Path("/sys/class/powercap").glob("intel-rapl:*/energy_uj"))
+    readable = bool(files) and all(os.access(f, os.R_OK) for f in files)
+    if not files:
+        assert monitor.rapl_readable() is False
+    elif not readable:
+        assert monitor.rapl_readable() is False
+
+
+def test_mem_available_is_the_kernels() -> None:
+    import psutil
+
+    assert abs(monitor.mem_available() - psutil.virtual_memory().available) < 256 * MIB
+
+
+class _ScriptedNvml:
+    """A stand-in for pynvml with two GPUs, for the code paths this CPU-only machine cannot run
+    (NVML itself is not present here). GPU 1 has no energy counter and no power reading."""
+
+    NVML_TEMPERATURE_GPU = 0
+
+    class NVMLError(Exception):
+        pass
+
+    class NVMLError_NotSupported(NVMLError):
+        pass
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.energy_calls = 0
+        self.energy_mj = 1_000_000
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
+        return i
+
+    def nvmlDeviceGetMemoryInfo(self, h: int):
+        return type("M", (), {"total": 80 * 2**30, "used": (h + 1) * 2**30})()
+
+    def nvmlDeviceGetUtilizationRates(self, h: int):
+        return type("U", (), {"gpu": 50 + 10 * h})()
+
+    def nvmlDeviceGetPowerUsage(self, h: int) -> int:
+        if h == 1:
+            raise self.NVMLError_NotSupported()
+        return 250_000
+
+    def nvmlDeviceGetTemperature(self, h: int, sensor: int) -> int:
+        return 60 + h
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, h: int) -> int:
+        self.energy_calls += 1
+        if h == 1:
+            raise self.NVMLError_NotSupported()
+        self.energy_mj += 500_000
+        return self.energy_mj
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h: int):
+        entry = type("P", (), {"pid": self.pid, "usedGpuMemory": 3 * 2**30})()
+        other = type("P", (), {"pid": self.pid + 1, "usedGpuMemory": 7 * 2**30})()
+        return [entry, other] if h == 0 else [other]
+
+    def nvmlDeviceGetGraphicsRunningProcesses(self, h: int):
+        # the same process listed again with the same total: must not be counted twice
+        return [type("P", (), {"pid": self.pid, "usedGpuMemory": 3 * 2**30})()] if h == 0 else []
+
+
+def test_gpu_figures_are_aggregated_and_unsupported_calls_become_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lab import hardware
+
+    fake = _ScriptedNvml(os.getpid())
+    monkeypatch.setattr(hardware, "_nvml_state", {"module": fake, "reason": "ok"})
+    monkeypatch.setattr(hardware, "_unsupported", set())
+    sampler = Sampler(os.getpid())
+    sampler.begin_window()
+    stats = sampler.end_window()
+    s = sampler.latest
+    assert s.gpu_mem_used_bytes == 3 * 2**30  # 1 GiB + 2 GiB over both GPUs
+    assert s.gpu_proc_mem_bytes == 3 * 2**30  # our pid on GPU 0 only, listed twice, counted once
+    assert s.gpu_util == 55.0 and s.gpu_temp_c == 61.0
+    # a figure missing on one GPU makes the sum unknown, not a partial sum
+    assert s.gpu_power_w is None and s.gpu_energy_j is None
+    assert stats.peak_vram_bytes == 3 * 2**30 and stats.energy_source != "nvml"
+    # "not supported" is remembered: GPU 1's energy is asked once, GPU 0's on every sample
+    calls = fake.energy_calls
+    sampler.begin_window()
+    assert fake.energy_calls == calls + 1
+    assert [g.index for g in hardware.gpus()] == [0, 1]
+    assert hardware.gpus()[1].power_limit_w is None  # no such function on the stand-in
