@@ -44,7 +44,7 @@ class BenchOptions:
     n_depth: list[int] = field(default_factory=lambda: [0])
     repetitions: int = 5
     threads: list[int] = field(default_factory=list)  # empty: physical cores
-    n_gpu_layers: list[int] = field(default_factory=lambda: [0])
+    n_gpu_layers: list[int] = field(default_factory=lambda: [-1])  # -1: all layers, as llama-bench
     n_batch: list[int] = field(default_factory=lambda: [2048])
     n_ubatch: list[int] = field(default_factory=lambda: [512])
     flash_attn: list[int] = field(default_factory=lambda: [-1])
@@ -160,6 +160,7 @@ def plan(options: BenchOptions, *, available_bytes: int | None = None) -> list[P
         import psutil
 
         available_bytes = psutil.virtual_memory().available
+    offload = _gpu_offload()
     runs: list[PlannedRun] = []
     for arg in options.models:
         local = library.resolve(arg)
@@ -180,7 +181,8 @@ def plan(options: BenchOptions, *, available_bytes: int | None = None) -> list[P
             worst = max(items, key=lambda i: (_n_ctx(i.test, job), i.ctx.n_ubatch))
             est = estimate_memory(
                 summary, _n_ctx(worst.test, job), n_ubatch=worst.ctx.n_ubatch, type_k=worst.ctx.type_k,
-                type_v=worst.ctx.type_v, n_gpu_layers=ngl, flash_attn=worst.ctx.flash_attn == 1,
+                type_v=worst.ctx.type_v, n_gpu_layers=effective_gpu_layers(ngl, summary, offload),
+                flash_attn=worst.ctx.flash_attn == 1,
             )
             if est.host_bytes > available_bytes and not options.force:
                 raise NotEnoughMemory(
@@ -189,6 +191,22 @@ def plan(options: BenchOptions, *, available_bytes: int | None = None) -> list[P
                 )
             runs.append(PlannedRun(arg, local.path, summary, job, est))
     return runs
+
+
+def _gpu_offload() -> bool:
+    from lab.hardware import llama_cpp_info
+
+    return bool(llama_cpp_info().get("gpu_offload"))
+
+
+def effective_gpu_layers(n_gpu_layers: int, summary: Any, offload: bool) -> int:
+    """Layers that really go to a GPU: none without offload support; -1 means all of them
+    (the blocks plus the output layer)."""
+    if not offload:
+        return 0
+    if n_gpu_layers < 0:
+        return (summary.n_layer or 0) + 1
+    return n_gpu_layers
 
 
 def _n_ctx(test: TestSpec, job: BenchJob) -> int:
@@ -274,7 +292,9 @@ class _RunRecorder:
         window = self.sampler.end_window() if self.sampler is not None else None
         n_ctx = int(end.get("n_ctx") or 0)
         est = estimate_memory(self.planned.summary, max(n_ctx, 1), n_ubatch=cp.n_ubatch, type_k=cp.type_k,
-                              type_v=cp.type_v, n_gpu_layers=mp.n_gpu_layers, flash_attn=cp.flash_attn == 1)
+                              type_v=cp.type_v, flash_attn=cp.flash_attn == 1,
+                              n_gpu_layers=effective_gpu_layers(mp.n_gpu_layers, self.planned.summary,
+                                                                bool(self.machine.get("gpu_offload"))))
         row: dict[str, Any] = {
             "run_id": self.run_id, "machine_id": self.machine["id"], "model_id": self.model_row["id"],
             "model_filename": self.model_row["model_filename"],
@@ -367,6 +387,8 @@ def run_bench(options: BenchOptions, store: Any, *, on_event: OnEvent | None = N
         emit_event({
             "event": "run_start", "run_id": run_id, "model_filename": model_row["model_filename"],
             "index": index, "n_runs": len(plans), "tests": planned.tests,
+            "items": [{"test": i.test.name, "n_prompt": i.test.n_prompt, "n_gen": i.test.n_gen,
+                       "n_depth": i.test.n_depth, "kind": i.test.kind} for i in planned.job.items],
             "repetitions": planned.job.repetitions, "est_memory_bytes": planned.estimate.host_bytes,
         })
         try:

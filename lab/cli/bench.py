@@ -107,44 +107,74 @@ def json_record(row: dict[str, Any], machine: dict[str, Any] | None) -> dict[str
 
 
 class _Progress:
-    """One status line on stderr (only when stderr is a terminal): test, repetition, t/s, ETA."""
+    """One status line on stderr (only when stderr is a terminal): test, repetition, live t/s
+    and an ETA for the whole run, from the speeds measured so far (pp and tg separately)."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
         self.model = ""
-        self.test = ""
-        self.reps = 0
-        self.rep_times: list[float] = []
         self.n_runs = 1
         self.run_index = 0
-        self.n_tests = 1
-        self.test_index = 0
+        self.items: list[dict[str, Any]] = []
+        self.reps = 0
+        self.index = 0
         self.last_ts: float | None = None
+        self.rep_s: dict[int, list[float]] = {}
+        self.per_token_s: dict[str, float] = {}  # "pp" / "tg" seconds per token
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["event"]
         if kind == "run_start":
             self.model, self.n_runs, self.run_index = event["model_filename"], event["n_runs"], event["index"]
+            self.items, self.reps, self.rep_s = event.get("items", []), event.get("repetitions", 1), {}
         elif kind == "test_start":
-            self.test, self.reps, self.rep_times = event["test"], event["reps"], []
-            self.n_tests, self.test_index, self.last_ts = event.get("n_tests", 1), event["index"], None
+            self.index, self.last_ts = event["index"], None
             self._show(0)
         elif kind == "rep":
-            self.rep_times.append(event["ns"] / 1e9)
+            self.rep_s.setdefault(event["index"], []).append(event["ns"] / 1e9)
             self.last_ts = event.get("ts")
+            self._learn(event)
             self._show(event["rep"] + 1)
         elif kind in ("result", "run_end"):
             self.clear()
 
+    def _learn(self, event: dict[str, Any]) -> None:
+        item = self.items[event["index"]] if event["index"] < len(self.items) else {}
+        n_p, n_g = item.get("n_prompt", 0), item.get("n_gen", 0)
+        if item.get("kind") == "chat" or not event.get("ns"):
+            return
+        if n_p and not n_g:
+            self.per_token_s["pp"] = event["ns"] / 1e9 / n_p
+        elif n_g and not n_p:
+            self.per_token_s["tg"] = event["ns"] / 1e9 / n_g
+
+    def _eta(self, done: int) -> str:
+        total, unknown = 0.0, False
+        for i in range(self.index, len(self.items)):
+            item = self.items[i]
+            left = self.reps - done if i == self.index else self.reps + 1  # + warm-up
+            measured = self.rep_s.get(i)
+            if measured:
+                total += left * sum(measured) / len(measured)
+                continue
+            if item.get("kind") == "chat":
+                unknown = True
+                continue
+            pp, tg = self.per_token_s.get("pp"), self.per_token_s.get("tg")
+            need_pp, need_tg = item.get("n_prompt", 0) + item.get("n_depth", 0), item.get("n_gen", 0)
+            unknown |= bool((need_pp and pp is None) or (need_tg and tg is None))
+            total += left * ((need_pp * pp if need_pp and pp else 0.0) + (need_tg * tg if need_tg and tg else 0.0))
+        if unknown and total == 0:
+            return "n/a"
+        return f"{'>' if unknown else ''}{total:.0f}s"
+
     def _show(self, done: int) -> None:
         if not self.enabled:
             return
-        eta = NA
-        if self.rep_times:
-            eta = f"{sum(self.rep_times) / len(self.rep_times) * (self.reps - done):.0f}s"
+        test = self.items[self.index]["test"] if self.index < len(self.items) else "?"
         speed = f"{self.last_ts:.1f} t/s" if self.last_ts else "warming up"
-        line = (f"[{self.run_index + 1}/{self.n_runs}] {self.model} test {self.test_index + 1}/{self.n_tests} "
-                f"{self.test} rep {done}/{self.reps}  {speed}  ETA {eta}")
+        line = (f"[{self.run_index + 1}/{self.n_runs}] {self.model} test {self.index + 1}/{len(self.items)} "
+                f"{test} rep {done}/{self.reps}  {speed}  ETA {self._eta(done)}")
         sys.stderr.write("\r\033[K" + line[:200])
         sys.stderr.flush()
 
@@ -162,7 +192,7 @@ class _Progress:
 @click.option("-d", "--n-depth", default="0", callback=_ints("-d"), help="KV cache depth before each test, comma list.", show_default=True)
 @click.option("-r", "--repetitions", default=5, show_default=True, type=int, help="Timed repetitions after one warm-up.")
 @click.option("-t", "--threads", default=None, callback=_ints("-t"), help="Threads, comma list (default: physical cores).")
-@click.option("-ngl", "--n-gpu-layers", default="0", callback=_ints("-ngl"), help="Layers offloaded to the GPU, comma list.", show_default=True)
+@click.option("-ngl", "--n-gpu-layers", default="-1", callback=_ints("-ngl"), help="Layers offloaded to the GPU (-1: all), comma list.", show_default=True)
 @click.option("-b", "--batch-size", default="2048", callback=_ints("-b"), help="Logical batch size, comma list.", show_default=True)
 @click.option("-ub", "--ubatch-size", default="512", callback=_ints("-ub"), help="Physical batch size, comma list.", show_default=True)
 @click.option("-fa", "--flash-attn", default="auto", callback=_flash, help="on, off or auto, comma list.", show_default=True)
