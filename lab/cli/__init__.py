@@ -68,7 +68,7 @@ def _register() -> None:
     for module in (bench, models):
         for command in module.COMMANDS:
             cli.add_command(command)
-    for optional in ("lab.cli.tui", "lab.cli.doctor", "lab.cli.hub", "lab.cli.quality"):
+    for optional in ("lab.cli.tui", "lab.cli.doctor", "lab.cli.hub", "lab.cli.quality", "lab.cli.report"):
         try:
             module = __import__(optional, fromlist=["COMMANDS"])
         except ModuleNotFoundError as exc:
@@ -87,7 +87,10 @@ _register()
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one sentence and exit non-zero; bugs raise."""
     try:
-        cli.main(args=argv, prog_name="rightsizer", standalone_mode=False)
+        # standalone_mode=False turns ctx.exit(n) into a return value: pass it on.
+        code = cli.main(args=argv, prog_name="rightsizer", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.Abort:
         click.echo("Cancelled.", err=True)
         sys.exit(130)

@@ -1,0 +1,504 @@
+"""lab.report and its CLI faces: compare, model table, Pareto frontier, recommendation, and the
+llama-bench import, on a real temporary store seeded with hand-made rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab import report
+from lab.errors import LabError
+from lab.store import Store
+
+MACHINE = "aaaaaaaaaaaaaaaa"
+OTHER_MACHINE = "bbbbbbbbbbbbbbbb"
+
+
+# --- seeding ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "lab.db")
+    s.upsert_machine({"id": MACHINE, "hostname": "box", "cpu_info": "Test CPU"})
+    s.upsert_machine({"id": OTHER_MACHINE, "hostname": "other", "cpu_info": "Other CPU"})
+    return s
+
+
+def add_model(store: Store, model_id: str, quant: str, file_size: int, *, params: int = 135_000_000) -> str:
+    store.upsert_model({"id": model_id, "model_filename": f"tiny-{quant}.gguf", "file_type": quant,
+                        "file_size": file_size, "model_size": file_size - 1000, "model_n_params": params,
+                        "arch": "llama", "model_type": f"llama 135M {quant}"})
+    return model_id
+
+
+def add_result(store: Store, model_id: str, test: str, *, machine: str = MACHINE, time: str = "2025-01-01T00:00:00",
+               **figures: Any) -> str:
+    run_id = store.create_run("bench", machine_id=machine, model_id=model_id, model_filename=f"{model_id}.gguf",
+                              config={})
+    store.finish_run(run_id, "ok")
+    row = {"run_id": run_id, "machine_id": machine, "model_id": model_id, "model_filename": f"{model_id}.gguf",
+           "test": test, "n_threads": 2, "n_gpu_layers": 0, "test_time": time}
+    if test.startswith("pp"):
+        row.update(n_prompt=int(test[2:].split()[0]), n_gen=0, n_depth=0)
+    elif test.startswith("tg"):
+        row.update(n_prompt=0, n_gen=int(test[2:].split()[0]), n_depth=0)
+    row.update(figures)
+    return store.add_result(row)
+
+
+def add_quality(store: Store, model_id: str, kld: float | None, ppl_ratio: float | None,
+                created: str = "2025-01-02T00:00:00") -> None:
+    store.add_row("quality", {"model_id": model_id, "reference_model_id": "ref", "reference_filename": "tiny-F16.gguf",
+                              "kld_mean": kld, "ppl_ratio": ppl_ratio, "created_at": created})
+
+
+def add_eval(store: Store, model_id: str, accuracy: float, format_valid: float, *, suite: str = "orders",
+             created: str = "2025-01-02T00:00:00", status: str = "ok") -> None:
+    run_id = store.create_run("eval", machine_id=MACHINE, model_id=model_id, model_filename=None, config={})
+    store.finish_run(run_id, status)
+    store.add_row("eval_runs", {"run_id": run_id, "model_id": model_id, "suite": suite, "n_items": 20,
+                                "accuracy": accuracy, "format_valid_rate": format_valid, "created_at": created})
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run ``rightsizer ARGS`` in-process through the real entry point (user errors become one
+    sentence and an exit code there); registers this module's commands if the group lacks them."""
+    from lab.cli import cli, main
+    from lab.cli import report as report_cli
+
+    for command in report_cli.COMMANDS:
+        if command.name not in cli.commands:
+            cli.add_command(command)
+    capsys.readouterr()
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --- compare ----------------------------------------------------------------------------------
+
+
+def test_compare_percent_differences_are_exact_and_none_stays_none(store: Store) -> None:
+    a = add_model(store, "m" * 64, "Q8_0", 2000)
+    base = add_result(store, a, "tg128", avg_ts=100.0, stddev_ts=1.0, peak_rss_bytes=1000, j_per_token=0.5, noisy=0)
+    faster = add_result(store, a, "tg128", avg_ts=125.0, peak_rss_bytes=1500, j_per_token=0.25, noisy=1)
+    slower = add_result(store, a, "tg128", avg_ts=80.0, peak_rss_bytes=None, j_per_token=None)
+
+    rows = report.compare(store, [base, faster[-10:], slower[:24]])  # full id, short id (suffix), prefix
+
+    assert [r["id"] for r in rows] == [base, faster, slower]
+    assert [r["is_baseline"] for r in rows] == [True, False, False]
+    assert rows[0]["avg_ts_diff_pct"] == 0.0
+    assert rows[1]["avg_ts_diff_pct"] == 25.0
+    assert rows[2]["avg_ts_diff_pct"] == -20.0
+    assert rows[1]["peak_rss_bytes_diff_pct"] == 50.0
+    assert rows[1]["j_per_token_diff_pct"] == -50.0
+    # not measured: the figure and its difference are None, never 0
+    assert rows[2]["peak_rss_bytes"] is None and rows[2]["peak_rss_bytes_diff_pct"] is None
+    assert rows[2]["j_per_token_diff_pct"] is None
+    assert rows[0]["ttft_ms"] is None and rows[0]["ttft_ms_diff_pct"] is None
+    assert rows[0]["noisy"] is False and rows[1]["noisy"] is True and rows[2]["noisy"] is None
+    assert rows[1]["short_id"] == faster[-10:]
+
+
+def test_compare_run_id_expands_and_each_test_has_its_own_baseline(store: Store) -> None:
+    a, b = add_model(store, "a" * 64, "Q8_0", 2000), add_model(store, "b" * 64, "Q4_0", 1000)
+    run_a = store.create_run("bench", machine_id=MACHINE, model_id=a, model_filename="a", config={})
+    run_b = store.create_run("bench", machine_id=MACHINE, model_id=b, model_filename="b", config={})
+    for run, model, pp, tg in ((run_a, a, 400.0, 40.0), (run_b, b, 500.0, 30.0)):
+        store.add_result({"run_id": run, "machine_id": MACHINE, "model_id": model, "test": "pp512",
+                          "avg_ts": pp, "test_time": "2025-01-01T00:00:00"})
+        store.add_result({"run_id": run, "machine_id": MACHINE, "model_id": model, "test": "tg128",
+                          "avg_ts": tg, "test_time": "2025-01-01T00:00:01"})
+
+    rows = report.compare(store, [run_a[-10:], run_b[-10:]])
+
+    assert [(r["test"], r["avg_ts"], r["is_baseline"]) for r in rows] == [
+        ("pp512", 400.0, True), ("tg128", 40.0, True), ("pp512", 500.0, False), ("tg128", 30.0, False)]
+    assert rows[2]["avg_ts_diff_pct"] == 25.0
+    assert rows[3]["avg_ts_diff_pct"] == -25.0
+
+
+def test_compare_unknown_and_ambiguous_ids_are_user_errors(store: Store) -> None:
+    a = add_model(store, "c" * 64, "Q8_0", 2000)
+    first = add_result(store, a, "tg128", avg_ts=1.0)
+    add_result(store, a, "tg128", avg_ts=2.0)
+    with pytest.raises(LabError, match="No result or run has the id 'ffffffffff'"):
+        report.compare(store, ["ffffffffff"])
+    with pytest.raises(LabError, match="matches 2 results"):
+        report.compare(store, [first[:4]])  # both ids share their timestamp head
+    with pytest.raises(LabError, match="not a result id"):
+        report.compare(store, ["not-hex"])
+
+
+# --- model table ------------------------------------------------------------------------------
+
+
+def test_model_table_takes_the_newest_measurement_and_joins_quality_and_eval(store: Store) -> None:
+    q4 = add_model(store, "4" * 64, "Q4_K_M", 1000)
+    q8 = add_model(store, "8" * 64, "Q8_0", 2000)
+    add_result(store, q4, "tg128", time="2025-01-01T00:00:00", avg_ts=10.0, peak_rss_bytes=900)
+    add_result(store, q4, "tg128", time="2025-01-03T00:00:00", avg_ts=12.0, peak_rss_bytes=1100, j_per_token=0.1)
+    add_result(store, q4, "pp512", time="2025-01-03T00:00:00", avg_ts=300.0, peak_rss_bytes=1300)
+    add_result(store, q4, "chat", time="2025-01-03T00:00:00", avg_ts=11.0, ttft_ms=80.0, itl_p95_ms=95.0,
+               peak_rss_bytes=1200)
+    add_result(store, q4, "tg128 @ d512", time="2025-01-04T00:00:00", avg_ts=1.0)  # a depth test: not tg128
+    add_result(store, q8, "tg128", avg_ts=8.0, peak_rss_bytes=2100)
+    add_result(store, q8, "tg128", machine=OTHER_MACHINE, avg_ts=50.0)
+    add_quality(store, q4, kld=0.02, ppl_ratio=1.01, created="2025-01-01T00:00:00")
+    add_quality(store, q4, kld=0.03, ppl_ratio=1.02, created="2025-01-05T00:00:00")
+    add_eval(store, q4, accuracy=0.85, format_valid=1.0)
+    add_eval(store, q4, accuracy=0.10, format_valid=0.2, created="2025-02-01T00:00:00", status="failed")
+
+    rows = report.model_table(store, MACHINE)
+
+    assert [r["file_type"] for r in rows] == ["Q4_K_M", "Q8_0"]  # smallest file first
+    q4_row, q8_row = rows
+    assert q4_row["tg_ts"] == 12.0 and q4_row["pp_ts"] == 300.0
+    assert q4_row["ttft_ms"] == 80.0 and q4_row["itl_p95_ms"] == 95.0
+    assert q4_row["peak_rss_bytes"] == 1300  # the largest of the tests shown
+    assert q4_row["j_per_token"] == 0.1
+    assert q4_row["size_bytes"] == 1000 and q4_row["model_n_params"] == 135_000_000
+    assert (q4_row["kld_mean"], q4_row["ppl_ratio"]) == (0.03, 1.02)  # newest quality row
+    assert (q4_row["accuracy"], q4_row["format_valid_rate"]) == (0.85, 1.0)  # the failed eval is left out
+    assert q4_row["hostname"] == "box" and q4_row["imported"] is False
+    # never measured: None, not 0
+    for key in ("pp_ts", "ttft_ms", "itl_p95_ms", "j_per_token", "kld_mean", "ppl_ratio", "accuracy",
+                "format_valid_rate"):
+        assert q8_row[key] is None, key
+    assert q8_row["tg_ts"] == 8.0
+
+    both = report.model_table(store)
+    assert sorted((r["file_type"], r["hostname"]) for r in both) == [
+        ("Q4_K_M", "box"), ("Q8_0", "box"), ("Q8_0", "other")]
+
+
+# --- Pareto -----------------------------------------------------------------------------------
+
+
+def test_pareto_front_of_a_hand_made_set() -> None:
+    a = {"name": "A", "tg_ts": 10.0, "peak_rss_bytes": 100, "kld_mean": 0.05}
+    b = {"name": "B", "tg_ts": 20.0, "peak_rss_bytes": 200, "kld_mean": 0.05}
+    c = {"name": "C", "tg_ts": 15.0, "peak_rss_bytes": 250, "kld_mean": 0.05}  # B beats it everywhere
+    d = {"name": "D", "tg_ts": 5.0, "peak_rss_bytes": 100, "kld_mean": 0.05}  # A beats it on speed
+    e = {"name": "E", "tg_ts": 10.0, "peak_rss_bytes": 100, "kld_mean": 0.05}  # ties A: both stay
+    f = {"name": "F", "tg_ts": None, "peak_rss_bytes": 50, "kld_mean": 0.01}  # never measured
+    g = {"name": "G", "tg_ts": 1.0, "peak_rss_bytes": 1000, "kld_mean": 0.001}  # best quality
+
+    two = report.pareto_front([a, b, c, d, e, f], {"tg_ts": "max", "peak_rss_bytes": "min"})
+    assert [r["name"] for r in two.front] == ["A", "B", "E"]
+    assert [(r["name"], missing) for r, missing in two.excluded] == [("F", ["tg_ts"])]
+    assert two.note() == "1 row left out of the frontier because it lacks tg_ts (never measured)."
+    assert two.contains(a) and not two.contains(c)
+
+    three = report.pareto_front([a, b, c, d, f, g], ["+tg_ts", "-peak_rss_bytes", "-kld_mean"])
+    assert [r["name"] for r in three.front] == ["A", "B", "G"]
+    assert report.pareto_front([a, b], [("tg_ts", "max")]).front == [b]
+    assert report.pareto_front([a], {"tg_ts": "max"}).note() is None
+    with pytest.raises(ValueError):
+        report.pareto_front([a], {"tg_ts": "up"})
+
+
+# --- recommend --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ladder(store: Store) -> dict[str, str]:
+    """A quant ladder on MACHINE: Q2_K is fast but inaccurate, Q3_K_M has no eval, Q4_K_M and
+    Q5_K_M pass, Q8_0 is too slow and too big, F16 is too slow."""
+    ids: dict[str, str] = {}
+    spec = [  # quant, size, tg, rss, accuracy, kld
+        ("Q2_K", 500, 40.0, 700, 0.60, 0.30),
+        ("Q3_K_M", 600, 35.0, 800, None, 0.12),
+        ("Q4_K_M", 800, 30.0, 1000, 0.85, 0.04),
+        ("Q5_K_M", 900, 28.0, 1100, 0.88, 0.02),
+        ("Q8_0", 1400, 15.0, 1600, 0.90, 0.001),
+        ("F16", 2600, 10.0, 1200, None, 0.0),
+    ]
+    for quant, size, tg, rss, acc, kld in spec:
+        model = add_model(store, quant.lower().ljust(64, "0"), quant, size)
+        ids[quant] = model
+        add_result(store, model, "tg128", avg_ts=tg, peak_rss_bytes=rss)
+        add_quality(store, model, kld=kld, ppl_ratio=1 + kld)
+        if acc is not None:
+            add_eval(store, model, accuracy=acc, format_valid=1.0)
+    return ids
+
+
+def test_recommend_picks_the_smallest_passing_quant_and_says_why_others_fail(store: Store, ladder: dict[str, str]) -> None:
+    rec = report.recommend(store, machine_id=MACHINE, min_tg=20, max_memory_bytes=1500, min_accuracy=0.8)
+
+    assert rec.pick is not None and rec.pick.row["file_type"] == "Q4_K_M"
+    assert [c.row["file_type"] for c in rec.passing] == ["Q4_K_M", "Q5_K_M"]
+    assert [c.row["file_type"] for c in rec.failing] == ["Q2_K", "Q8_0", "F16"]
+    first = {c.row["file_type"]: c.first_failure for c in rec.failing}
+    assert first["Q2_K"].name == "min_accuracy"
+    assert first["Q2_K"].value == 0.60 and first["Q2_K"].delta == pytest.approx(-0.20)
+    assert first["Q2_K"].delta_pct == pytest.approx(-25.0)
+    # Q8_0 fails speed and memory; the first limit in order (speed) is the one reported
+    assert first["Q8_0"].name == "min_tg" and first["Q8_0"].delta == -5.0 and first["Q8_0"].delta_pct == -25.0
+    assert [c.name for c in rec.failing[1].checks if c.status == "fail"] == ["min_tg", "max_memory_bytes"]
+    # F16 fails speed and has no accuracy: failed is what it is, and the missing figure is listed too
+    assert first["F16"].name == "min_tg" and [c.name for c in rec.failing[2].unverified] == ["min_accuracy"]
+    # Q3_K_M never ran the eval: unverified, not passed, although it is smaller than the pick
+    assert [c.row["file_type"] for c in rec.unverified] == ["Q3_K_M"]
+    assert rec.unverified[0].reason() == "not measured: accuracy"
+    assert rec.machine_id == MACHINE
+    assert rec.summary().startswith("tiny-Q4_K_M.gguf (Q4_K_M, 800 B) is the smallest of 2 candidates")
+    assert "tg128 t/s 30 ≥ 20" in rec.summary()
+    assert first["Q8_0"].describe() == "tg128 t/s 15 is 5 below the minimum 20 (-25.0%)"
+
+
+def test_recommend_ties_on_size_break_by_peak_rss_and_quality_limits(store: Store) -> None:
+    light = add_model(store, "1" * 64, "Q4_0", 1000)
+    heavy = add_model(store, "2" * 64, "Q4_1", 1000)
+    add_result(store, heavy, "tg128", avg_ts=30.0, peak_rss_bytes=1300)
+    add_result(store, light, "tg128", avg_ts=30.0, peak_rss_bytes=1200)
+    add_quality(store, light, kld=0.05, ppl_ratio=1.04)
+    add_quality(store, heavy, kld=0.01, ppl_ratio=1.01)
+
+    assert report.recommend(store, machine_id=MACHINE, min_tg=10).pick.row["model_id"] == light
+    rec = report.recommend(store, machine_id=MACHINE, max_kld=0.02, max_ppl_ratio=1.02)
+    assert rec.pick.row["model_id"] == heavy
+    assert rec.failing[0].first_failure.name == "max_kld"
+    assert rec.failing[0].first_failure.delta == pytest.approx(0.03)
+
+
+def test_recommend_nothing_passes_and_missing_figures_are_unverified(store: Store, ladder: dict[str, str]) -> None:
+    rec = report.recommend(store, machine_id=MACHINE, max_ttft_ms=200)  # no chat test was ever run
+    assert rec.pick is None and not rec.passing and not rec.failing
+    assert len(rec.unverified) == 6
+    assert rec.summary() == ("No model meets every limit: of 6 candidates, 6 could not be checked "
+                             "(a figure was never measured).")
+    with pytest.raises(LabError, match="fraction between 0 and 1"):
+        report.recommend(store, machine_id=MACHINE, min_accuracy=80)
+    with pytest.raises(LabError, match="No pp512, tg128 or chat results are stored for machine 'nope'"):
+        report.recommend(store, machine_id="nope")
+
+
+def test_recommend_defaults_to_this_machine_else_all_with_a_note(store: Store, ladder: dict[str, str],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    add_result(store, ladder["Q2_K"], "tg128", machine=OTHER_MACHINE, avg_ts=99.0, peak_rss_bytes=10)
+    monkeypatch.setattr(report, "_current_machine_id", lambda: MACHINE)
+    here = report.recommend(store, min_tg=50)
+    assert here.machine_id == MACHINE and here.pick is None and not here.notes
+
+    monkeypatch.setattr(report, "_current_machine_id", lambda: "cccccccccccccccc")
+    anywhere = report.recommend(store, min_tg=50)
+    assert anywhere.machine_id is None
+    assert anywhere.pick is not None and anywhere.pick.row["machine_id"] == OTHER_MACHINE
+    assert "This machine (cccccccccccccccc) has no results" in anywhere.notes[0]
+    assert "2 other machines" in anywhere.notes[0]
+
+
+def test_parse_bytes() -> None:
+    assert report.parse_bytes("2GiB") == 2 * 1024**3
+    assert report.parse_bytes("1.5 G") == int(1.5 * 1024**3)
+    assert report.parse_bytes("512MiB") == 512 * 1024**2
+    assert report.parse_bytes("2GB") == 2_000_000_000
+    assert report.parse_bytes("1000") == 1000
+    with pytest.raises(LabError, match="not a memory size"):
+        report.parse_bytes("two gigs")
+
+
+# --- llama-bench import -----------------------------------------------------------------------
+
+
+def _entry(n_prompt: int, n_gen: int, samples_ts: list[float], *, n_depth: int = 0, time: str) -> dict[str, Any]:
+    samples_ns = [int((n_prompt + n_gen) * 1e9 / ts) for ts in samples_ts]
+    mean_ts = sum(samples_ts) / len(samples_ts)
+    mean_ns = sum(samples_ns) / len(samples_ns)
+    return {
+        "build_commit": "8cf427ff", "build_number": 5163, "cpu_info": "AMD Ryzen 7 7800X3D 8-Core Processor",
+        "gpu_info": "NVIDIA GeForce RTX 4080", "backends": "CUDA",
+        "model_filename": "models/Qwen2.5-7B-Instruct-Q4_K_M.gguf", "model_type": "qwen2 7B Q4_K - Medium",
+        "model_size": 4677120000, "model_n_params": 7615616512, "n_batch": 2048, "n_ubatch": 512, "n_threads": 8,
+        "cpu_mask": "0x0", "cpu_strict": False, "poll": 50, "type_k": "f16", "type_v": "f16", "n_gpu_layers": 99,
+        "split_mode": "layer", "main_gpu": 0, "no_kv_offload": False, "flash_attn": False, "tensor_split": "0.00",
+        "use_mmap": True, "embeddings": False, "n_prompt": n_prompt, "n_gen": n_gen, "n_depth": n_depth,
+        "test_time": time, "avg_ns": int(mean_ns),
+        "stddev_ns": int((sum((x - mean_ns) ** 2 for x in samples_ns) / (len(samples_ns) - 1)) ** 0.5),
+        "avg_ts": mean_ts, "stddev_ts": (sum((x - mean_ts) ** 2 for x in samples_ts) / (len(samples_ts) - 1)) ** 0.5,
+        "samples_ns": samples_ns, "samples_ts": samples_ts,
+    }
+
+
+STEADY = [7100.0, 7120.0, 7080.0, 7110.0, 7090.0]  # CV 0.2%
+NOISY = [119.0, 130.0, 119.5, 100.0, 117.5]  # CV 9%
+
+
+def test_import_llama_bench_json_and_round_trip_through_results(store: Store, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    doc = [_entry(512, 0, STEADY, time="2025-04-24T11:58:50Z"), _entry(0, 128, NOISY, time="2025-04-24T11:58:51Z")]
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(doc, indent=2))
+
+    assert report.import_llama_bench(store, path) == 2
+
+    code, out, err = run_cli(["--db", str(store.path), "results", "-o", "json"], capsys)
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["test"] for r in rows] == ["pp512", "tg128"]
+    assert rows[0]["avg_ts"] == doc[0]["avg_ts"] and rows[1]["avg_ts"] == doc[1]["avg_ts"]
+    assert [r["noisy"] for r in rows] == [False, True]
+    assert rows[1]["samples_ts"] == NOISY and rows[1]["samples_ns"] == doc[1]["samples_ns"]
+    assert rows[0]["cpu_info"] == "AMD Ryzen 7 7800X3D 8-Core Processor" and rows[0]["build_commit"] == "8cf427ff"
+    assert rows[0]["model_filename"] == "Qwen2.5-7B-Instruct-Q4_K_M.gguf"
+    assert rows[0]["model_id"] == "file:Qwen2.5-7B-Instruct-Q4_K_M.gguf"
+    assert rows[0]["file_type"] == "Q4_K_M"
+    assert rows[0]["machine_id"].startswith("import-")
+    assert rows[0]["n_gpu_layers"] == 99 and rows[0]["use_mmap"] == 1 and rows[0]["flash_attn"] == 0
+    assert rows[0]["repetitions"] == 5
+    assert rows[0]["test_time"] == "2025-04-24T11:58:50.000000+00:00"
+    # figures llama-bench does not measure stay null, never 0
+    for key in ("peak_rss_bytes", "j_per_token", "ttft_ms", "est_memory_bytes"):
+        assert rows[0][key] is None, key
+
+    machine = store.get("machines", rows[0]["machine_id"])
+    assert machine["gpu_info"] == "NVIDIA GeForce RTX 4080" and machine["backends"] == "CUDA"
+    assert machine["hostname"] is None and machine["ram_bytes"] is None
+    run = store.runs(kind="llama-bench-import")[0]
+    assert run["status"] == "ok" and run["label"] == "imported from bench.json"
+    model = report.model_table(store, rows[0]["machine_id"])[0]
+    assert (model["pp_ts"], model["tg_ts"], model["tg_noisy"]) == (doc[0]["avg_ts"], doc[1]["avg_ts"], True)
+    assert model["imported"] is True and model["peak_rss_bytes"] is None
+
+    with pytest.raises(LabError, match="already imported"):
+        report.import_llama_bench(store, path)
+
+
+def test_import_llama_bench_jsonl_test_names(store: Store, tmp_path: Path) -> None:
+    lines = [_entry(512, 128, STEADY, time="2025-04-24T12:00:00Z"),
+             _entry(512, 0, STEADY, n_depth=4096, time="2025-04-24T12:00:01Z"),
+             _entry(0, 128, STEADY, n_depth=4096, time="2025-04-24T12:00:02Z")]
+    path = tmp_path / "bench.jsonl"
+    path.write_text("\n".join(json.dumps(e) for e in lines) + "\n")
+
+    assert report.import_llama_bench(store, path) == 3
+    tests = [r["test"] for r in store.results(order="test_time")]
+    assert tests == ["pp512+tg128", "pp512 @ d4096", "tg128 @ d4096"]
+
+
+def test_import_links_a_file_already_known_by_sha256(store: Store, tmp_path: Path) -> None:
+    entry = _entry(0, 128, STEADY, time="2025-04-24T12:00:00Z")
+    known = "d" * 64
+    store.upsert_model({"id": known, "model_filename": "Qwen2.5-7B-Instruct-Q4_K_M.gguf", "file_type": "Q4_K_M",
+                        "model_size": entry["model_size"], "model_n_params": entry["model_n_params"],
+                        "file_size": 4683073184})
+    add_eval(store, known, accuracy=0.9, format_valid=1.0)
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps([entry]))
+
+    report.import_llama_bench(store, path)
+
+    assert [r["model_id"] for r in store.results()] == [known]
+    assert store.get("models", "file:Qwen2.5-7B-Instruct-Q4_K_M.gguf") is None
+    row = report.model_table(store)[0]
+    assert (row["tg_ts"], row["accuracy"], row["size_bytes"]) == (entry["avg_ts"], 0.9, 4683073184)
+
+
+@pytest.mark.parametrize("content,message", [
+    ("this is not json\n", "bad.json line 1 is not valid JSON"),
+    ('[{"build_commit": "x",\n "cpu_info": }]', "bad.json line 2 is not valid JSON"),
+    ("[]", "holds no llama-bench results"),
+    ('[{"build_commit": "x", "cpu_info": "c", "model_filename": "m.gguf", "n_prompt": 512, "n_gen": 0}]',
+     "bad.json entry 1 lacks the llama-bench keys avg_ns, avg_ts"),
+    ('{"build_commit": "x"}\nnot json\n', "bad.json line 2 is not valid JSON"),
+    ('[1]', "bad.json entry 1 is not a llama-bench result object"),
+])
+def test_import_errors_name_the_line_or_entry(store: Store, tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(LabError, match=message):
+        report.import_llama_bench(store, path)
+    assert store.results() == []
+
+
+def test_quant_from_model_type() -> None:
+    assert report.quant_from_model_type("qwen2 7B Q4_K - Medium") == "Q4_K_M"
+    assert report.quant_from_model_type("llama 7B mostly Q4_0") == "Q4_0"
+    assert report.quant_from_model_type("llama 1B Q2_K - Medium") == "Q2_K"
+    assert report.quant_from_model_type("llama 1B IQ4_XS - 4.25 bpw") == "IQ4_XS"
+    assert report.quant_from_model_type("llama 1B all F32") == "F32"
+    assert report.quant_from_model_type(None) is None
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def test_cli_compare_and_recommend_exit_codes(store: Store, ladder: dict[str, str],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(store.path)
+    a = add_result(store, ladder["Q4_K_M"], "pp512", avg_ts=200.0, peak_rss_bytes=1000)
+    b = add_result(store, ladder["Q8_0"], "pp512", avg_ts=150.0, peak_rss_bytes=None)
+
+    code, out, err = run_cli(["--db", db, "compare", a[-10:], b[-10:]], capsys)
+    assert code == 0, err
+    assert "-25.0%" in out and "base" in out and "n/a" in out
+
+    code, out, _ = run_cli(["--db", db, "compare", a[-10:], b[-10:], "-o", "json"], capsys)
+    assert [r["avg_ts_diff_pct"] for r in json.loads(out)] == [0.0, -25.0]
+
+    code, out, err = run_cli(["--db", db, "recommend", "--machine", MACHINE, "--min-tg", "20",
+                              "--max-memory", "1500B", "--min-accuracy", "0.8"], capsys)
+    assert code == 0, err
+    assert out.startswith("tiny-Q4_K_M.gguf (Q4_K_M, 800 B) is the smallest of 2 candidates")
+    assert "PICK" in out and "unverified" in out and "FAIL 15 (-25.0%)" in out
+
+    code, out, _ = run_cli(["--db", db, "recommend", "--machine", MACHINE, "--min-tg", "20", "-o", "json"], capsys)
+    assert code == 0 and json.loads(out)["pick"]["file_type"] == "Q2_K"
+
+    code, out, err = run_cli(["--db", db, "recommend", "--machine", MACHINE, "--min-tg", "1000"], capsys)
+    assert code == 1
+    assert err.strip() == "error: No model meets every limit: of 6 candidates, 6 fail a limit."
+    assert "FAIL" in out
+
+    code, _, err = run_cli(["--db", db, "compare", "ffffffffff"], capsys)
+    assert code == 1 and err.strip() == "error: No result or run has the id 'ffffffffff'."
+
+    code, _, err = run_cli(["--db", db, "recommend", "--max-memory", "lots"], capsys)
+    assert code == 2 and "not a memory size" in err
+
+
+def test_cli_import_llama_bench(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "cli.db")
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps([_entry(512, 0, STEADY, time="2025-04-24T11:58:50Z")]))
+    code, out, err = run_cli(["--db", db, "import", "llama-bench", str(path)], capsys)
+    assert code == 0, err
+    assert out.startswith("imported 1 result from")
+
+    code, _, err = run_cli(["--db", db, "import", "llama-bench", str(path)], capsys)
+    assert code == 1 and "was already imported" in err and "Traceback" not in err
+
+    code, _, err = run_cli(["--db", db, "import", "llama-bench", str(tmp_path / "none.json")], capsys)
+    assert code == 1 and err.strip() == f"error: No such file: {tmp_path / 'none.json'}."
+
+
+def test_cli_module_imports_only_click() -> None:
+    code = ("import sys, lab.cli.report; "
+            "heavy = [m for m in ('lab.report', 'sqlite_utils', 'lab.store', 'llama_cpp', 'textual') if m in sys.modules]; "
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_commands_are_registered_in_the_rightsizer_group() -> None:
+    out = subprocess.run([sys.executable, "-m", "lab", "--help"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ})
+    if "recommend" not in out.stdout:
+        pytest.skip("lab.cli.report is not yet in the optional module tuple of lab/cli/__init__.py")
+    for command in ("compare", "recommend", "import"):
+        assert command in out.stdout
