@@ -1,0 +1,34 @@
+"""The wheel ships every package, the catalog and the data files."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_package_is_listed() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for p in (ROOT / "lab").rglob("__init__.py")
+        if "__pycache__" not in p.parts
+    }
+    assert found <= listed, f"add to pyproject.toml packages: {sorted(found - listed)}"
+    assert config["package-dir"]["lab._models"] == "models"
+    assert (ROOT / "models" / "catalog.toml").is_file()
+
+
+def test_catalog_loads() -> None:
+    from lab import catalog
+
+    entries = catalog.load()
+    assert len(entries) >= 8
+    assert any("SmolLM2" in e.name for e in entries)
