@@ -22,6 +22,8 @@ def test_every_package_is_listed() -> None:
         if "__pycache__" not in p.parts
     }
     assert found <= listed, f"add to pyproject.toml packages: {sorted(found - listed)}"
+    missing = {p for p in listed if p != "lab._models" and not (ROOT / p.replace(".", "/")).is_dir()}
+    assert not missing, f"pyproject.toml lists packages that do not exist: {sorted(missing)}"
     assert config["package-dir"]["lab._models"] == "models"
     assert (ROOT / "models" / "catalog.toml").is_file()
 
