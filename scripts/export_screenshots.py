@@ -1,0 +1,153 @@
+#!/usr/bin/env python
+"""Save an SVG screenshot of every screen of the real app into screenshots/.
+
+    python scripts/export_screenshots.py [--db PATH] [--out screenshots] [--size 120x36]
+
+Everything shown is real: the app is ``RightsizerApp`` on a real database, this machine's real
+fingerprint and gauges, and a real benchmark of the demo model started from the Run screen
+(pp512 and tg128 at 1 and 2 threads, 3 repetitions: about half a minute on two cores), which is
+captured live during tg and again when it is done. The results then feed the Results, Compare,
+Chart and run-detail screenshots. The database defaults to ``<lab home>/screenshots.db`` so
+that your own results are left alone; pass ``--db`` to use another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+async def wait_for(pilot: Any, condition: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"export_screenshots: timed out waiting for {what or condition}")
+        await pilot.pause(0.1)
+
+
+async def export(db: Path, out: Path, size: tuple[int, int], threads: str, reps: str) -> list[Path]:
+    from textual.widgets import Checkbox, Input
+
+    from lab.library import demo_model_path
+    from lab.tui.app import RightsizerApp
+
+    if demo_model_path() is None:
+        raise SystemExit("export_screenshots: the demo model is needed: pip install 'rightsizer[demo]'")
+    out.mkdir(parents=True, exist_ok=True)
+    saved: list[Path] = []
+    app = RightsizerApp(db_path=db, cursor_blink=False)
+
+    def shot(name: str) -> None:
+        path = out / f"{name}.svg"
+        path.write_text(app.export_screenshot(title=f"Rightsizer: {name}"), encoding="utf-8")
+        saved.append(path)
+        print(f"  {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+
+    def screen_is(name: str) -> Callable[[], bool]:
+        return lambda: type(app.screen).__name__ == name
+
+    async with app.run_test(size=size) as pilot:
+        # Library: wait for the scan and the machine (for fit and last speeds)
+        await wait_for(pilot, lambda: app.library is not None and app.machine is not None, what="the library scan")
+        # Run: a real benchmark of the demo model, captured live during tg and when done
+        await pilot.press("2")
+        await wait_for(pilot, screen_is("RunScreen"), what="the Run screen")
+        screen = app.screen
+        for key, value in (("models", "demo"), ("n_prompt", "512"), ("n_gen", "128"), ("pg", ""), ("n_depth", "0"),
+                           ("repetitions", reps), ("threads", threads)):
+            screen.query_one(f"#f-{key}", Input).value = value
+        screen.query_one("#f-chat", Checkbox).value = False
+        await pilot.pause()
+        shot("run-form")
+        await pilot.press("ctrl+r")
+        print("  running a real benchmark of the demo model ...")
+        await wait_for(pilot, lambda: app.live.test_name is not None and app.live.test_name.startswith("tg")
+                       and len(app.live.rep_ts) >= 2 or not app.live.active, timeout=600, what="tg to start")
+        await pilot.pause(0.6)
+        shot("run-live")
+        await wait_for(pilot, lambda: not app.live.active, timeout=900, what="the run to finish")
+        await pilot.pause(0.6)
+        if app.live.status != "ok":
+            raise SystemExit(f"export_screenshots: the demo run {app.live.status}: {app.live.error}")
+        shot("run-done")
+
+        await pilot.press("1")
+        await wait_for(pilot, lambda: screen_is("LibraryScreen")() and bool(app.screen.details), what="the library")
+        table = app.screen.query_one("#models")
+        demo_row = next((i for i in range(table.row_count) if str(table.get_row_at(i)[0]) == "demo"), 0)
+        table.move_cursor(row=demo_row)
+        await wait_for(pilot, lambda: "n/a" not in str(table.get_row_at(demo_row)[9]), timeout=10, what="speeds")
+        await pilot.pause(0.5)
+        shot("library")
+
+        await pilot.press("3")
+        await wait_for(pilot, lambda: screen_is("ResultsScreen")() and app.screen.query_one("#results").row_count > 0,
+                       what="results")
+        await pilot.pause(0.3)
+        # select the two newest tg128 results (1 and 2 threads) and compare them
+        await pilot.press("slash", *"test:tg128", "enter")
+        await wait_for(pilot, lambda: app.screen.query_one("#results").row_count >= 2, what="tg128 results")
+        await pilot.press("space", "space")
+        await pilot.pause(0.3)
+        shot("results")
+        await pilot.press("c")
+        await wait_for(pilot, lambda: screen_is("CompareScreen")() and app.screen.query_one("#compare").row_count > 3,
+                       what="the comparison")
+        await pilot.pause(0.3)
+        shot("compare")
+        await pilot.press("escape", "x", "slash", "backspace", "enter")
+        await pilot.pause(0.5)
+        await pilot.press("g")
+        await wait_for(pilot, lambda: screen_is("ChartScreen")() and bool(app.screen.query_one("#chart-bars").groups),
+                       what="the chart")
+        await pilot.pause(0.3)
+        shot("chart")
+        await pilot.press("v")
+        await pilot.pause(0.3)
+        shot("chart-scatter")
+        await pilot.press("escape", "o")
+        await wait_for(pilot, lambda: screen_is("RunDetailScreen")() and app.screen.query_one("#detail-results").row_count > 0,
+                       what="the run detail")
+        await pilot.pause(0.5)
+        shot("run-detail")
+        await pilot.press("escape", "4")
+        await wait_for(pilot, lambda: screen_is("MachineScreen")() and len(app.screen.query(".core")) > 0,
+                       what="the machine gauges")
+        await pilot.pause(2.2)  # two more polls, so the CPU figures cover a whole second
+        shot("machine")
+        await pilot.press("question_mark")
+        await pilot.pause(0.3)
+        shot("help")
+        await pilot.press("escape", "ctrl+p")
+        await pilot.pause(0.5)
+        shot("palette")
+        await pilot.press("escape")
+    return saved
+
+
+def main() -> None:
+    from lab import config
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", type=Path, default=None, help="database (default: <lab home>/screenshots.db)")
+    parser.add_argument("--out", type=Path, default=ROOT / "screenshots", help="folder for the SVG files")
+    parser.add_argument("--size", default="120x36", help="terminal size, COLSxROWS")
+    parser.add_argument("--threads", default="1,2", help="threads for the demo run (comma list)")
+    parser.add_argument("--reps", default="3", help="repetitions for the demo run")
+    args = parser.parse_args()
+    cols, rows = (int(x) for x in args.size.lower().split("x"))
+    db = args.db or config.lab_home() / "screenshots.db"
+    print(f"export_screenshots: database {db}")
+    saved = asyncio.run(export(db, args.out, (cols, rows), args.threads, args.reps))
+    print(f"export_screenshots: {len(saved)} screenshots in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

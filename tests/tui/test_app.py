@@ -1,0 +1,104 @@
+"""The app shell: screens by key, the palette reaches every action, help, quitting, the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from click.testing import CliRunner
+
+from conftest import screen_text, wait_for
+from lab.tui.app import COMMANDS, RightsizerApp
+
+
+async def test_number_keys_switch_screens_and_the_footer_shows_bindings(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        for key, name, marker in (("2", "RunScreen", "[2 Run]"), ("3", "ResultsScreen", "[3 Results]"),
+                                  ("4", "MachineScreen", "[4 Machine]"), ("1", "LibraryScreen", "[1 Library]")):
+            await pilot.press(key)
+            assert type(app.screen).__name__ == name and marker in screen_text(app)
+        footer = screen_text(app).splitlines()[-1]
+        assert "b Benchmark" in footer and "? Help" in footer
+
+
+async def test_the_palette_offers_every_action_and_runs_it(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert all(title in titles for title, *_ in COMMANDS)
+        # every screen action the palette names exists on its screen
+        from lab.tui.app import RightsizerApp as A
+
+        for title, _, mode, action in COMMANDS:
+            if mode and action:
+                screen_cls = A.MODES[mode]
+                assert hasattr(screen_cls, "action_" + action.split("(")[0]), title
+        await pilot.press("ctrl+p")
+        await pilot.press(*"compare sel")
+        await wait_for(pilot, lambda: "Compare selected" in screen_text(app))
+        await pilot.press("escape")
+        await pilot.press("ctrl+p", *"Chart results")
+        await wait_for(pilot, lambda: "Chart results" in screen_text(app))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "ChartScreen")
+
+
+async def test_help_lists_every_screen_and_key(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 60)) as pilot:
+        await pilot.press("question_mark")
+        assert type(app.screen).__name__ == "HelpScreen"
+        text = screen_text(app)
+        for word in ("Everywhere", "Library", "Benchmark", "command palette", "n/a"):
+            assert word in text
+        await pilot.press("escape")
+        assert type(app.screen).__name__ == "LibraryScreen"
+
+
+async def test_quit_during_a_run_asks_and_cancels(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        app.live.begin()  # a run in progress, as far as the app can tell
+        app.live.status = "running"
+        import threading
+
+        app.bench_cancel = threading.Event()
+        await pilot.press("q")
+        assert type(app.screen).__name__ == "ConfirmScreen"
+        await pilot.press("n")
+        assert not app.bench_cancel.is_set() and app.is_running
+        await pilot.press("q", "y")
+        assert app.bench_cancel.is_set()
+
+
+def test_cli_opens_the_app_lazily() -> None:
+    from lab.cli import cli
+
+    assert "tui" in cli.commands
+    result = CliRunner().invoke(cli, ["tui", "--help"])
+    assert result.exit_code == 0 and "--db" in result.output
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "lab", "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "tui" in out.stdout
+    assert time.perf_counter() - start < 2.0  # generous for a loaded CI box; measured ~0.12 s
+
+
+def test_launch_refuses_an_unopenable_database_in_one_sentence(tmp_path) -> None:
+    from lab.cli import main
+
+    bad = tmp_path / "not-a-db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    out = subprocess.run([sys.executable, "-m", "lab", "tui", "--db", str(bad)], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode != 0 and out.stderr.startswith("error: Cannot open database")
+    assert "Traceback" not in out.stderr
+    del main
+
+
+def test_app_factory_takes_injected_machine_and_models(seeded_db) -> None:
+    from conftest import machine_context
+
+    app = RightsizerApp(db_path=seeded_db, machine=machine_context(), models=[], cursor_blink=False)
+    assert app.db_path == seeded_db and app.cursor_blink is False

