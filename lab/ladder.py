@@ -1,0 +1,176 @@
+"""The ladder view's data: one row per quantization of a base model, with the figures a user
+right-sizes by — size, speed, memory, fidelity and task accuracy — from the store alone.
+
+A figure that was never measured is None (shown as "n/a"), never 0.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lab.store import Store
+
+
+def _newest_speed(store: "Store", model_id: str, kind: str, machine_id: str | None,
+                  preferred: str) -> dict[str, Any] | None:
+    if kind == "pp":
+        shape = "n_prompt > 0 and coalesce(n_gen, 0) = 0"
+    else:
+        shape = "n_gen > 0 and coalesce(n_prompt, 0) = 0"
+    where = f"model_id = ? and {shape} and coalesce(n_depth, 0) = 0 and test != 'chat' and avg_ts is not null"
+    params: list[Any] = [model_id]
+    if machine_id:
+        where += " and machine_id = ?"
+        params.append(machine_id)
+    rows = store.query(
+        f"select test, avg_ts, stddev_ts, peak_rss_bytes, run_id, test_time from results where {where} "
+        f"order by (test = ?) desc, test_time desc limit 1", [*params, preferred])
+    return rows[0] if rows else None
+
+
+def _newest_bench_rss(store: "Store", model_id: str, machine_id: str | None) -> int | None:
+    where, params = "model_id = ? and kind = 'bench' and status = 'ok' and peak_rss_bytes is not null", [model_id]
+    if machine_id:
+        where += " and machine_id = ?"
+        params.append(machine_id)
+    rows = store.query(f"select peak_rss_bytes from runs where {where} order by started_at desc limit 1", params)
+    return rows[0]["peak_rss_bytes"] if rows else None
+
+
+def _newest_quality(store: "Store", model_id: str, references: list[str], machine_id: str | None) -> dict[str, Any] | None:
+    where, params = "model_id = ?", [model_id]
+    if references:
+        where += f" and reference_model_id in ({', '.join('?' for _ in references)})"
+        params += references
+    if machine_id:
+        where += " and machine_id = ?"
+        params.append(machine_id)
+    # the preferred reference first (the order given), then the newest measurement
+    order = "created_at desc"
+    if references:
+        cases = " ".join(f"when ? then {i}" for i, _ in enumerate(references))
+        order = f"case reference_model_id {cases} else {len(references)} end, created_at desc"
+        params += references
+    rows = store.query(f"select * from quality where {where} order by {order} limit 1", params)
+    return rows[0] if rows else None
+
+
+def _newest_eval(store: "Store", model_id: str, suite: str | None, constrained: bool | None,
+                 machine_id: str | None) -> dict[str, Any] | None:
+    where, params = "model_id = ?", [model_id]
+    if suite is not None:
+        where += " and suite = ?"
+        params.append(suite)
+    if constrained is not None:
+        where += " and constrained = ?"
+        params.append(int(constrained))
+    if machine_id:
+        where += " and machine_id = ?"
+        params.append(machine_id)
+    rows = store.query(f"select * from eval_runs where {where} order by created_at desc limit 1", params)
+    return rows[0] if rows else None
+
+
+def ladder_models(store: "Store", base_model_id: str) -> list[dict[str, Any]]:
+    """The base model and every model registered as built from it, largest file first."""
+    return store.query(
+        "select * from models where id = ? or base_model_id = ? order by coalesce(file_size, model_size) desc",
+        [base_model_id, base_model_id])
+
+
+def ladder_table(store: "Store", base_model_id: str, *, machine_id: str | None = None,
+                 reference_model_id: str | None = None, suite: str | None = None,
+                 constrained: bool | None = None) -> list[dict[str, Any]]:
+    """One row per quant of ``base_model_id`` (the base included), largest first.
+
+    Keys: ``model_id``, ``model_filename``, ``file_type``, ``is_base``, ``size`` (file bytes),
+    ``pp`` / ``tg`` (t/s, the newest pp512 / tg128 result, else the newest pp / tg test, with
+    ``pp_test`` / ``tg_test`` naming it), ``peak_rss_bytes`` (the newest successful bench run),
+    ``kld_mean``, ``kld_p99``, ``ppl``, ``ppl_ratio``, ``same_top_p`` (the newest quality row,
+    against ``reference_model_id`` when given, else preferring a reference inside the ladder:
+    F16/BF16/F32 first), ``accuracy``, ``accuracy_ci_low``, ``accuracy_ci_high``,
+    ``format_valid_rate``, ``eval_suite``, ``eval_constrained`` (the newest eval run, filtered
+    by ``suite`` / ``constrained`` when given), ``n_fallback`` (tensors that fell back to another
+    type when quantized). Anything not measured is None. ``machine_id`` restricts speed,
+    memory, quality and accuracy to one machine.
+    """
+    models = ladder_models(store, base_model_id)
+    if reference_model_id:
+        references = [reference_model_id]
+    else:
+        rank = {"F32": 0, "BF16": 1, "F16": 1}
+        refs = sorted(models, key=lambda m: (rank.get((m.get("file_type") or "").upper(), 2),
+                                             -(m.get("file_size") or m.get("model_size") or 0)))
+        references = [m["id"] for m in refs]
+    out = []
+    for m in models:
+        pp = _newest_speed(store, m["id"], "pp", machine_id, "pp512")
+        tg = _newest_speed(store, m["id"], "tg", machine_id, "tg128")
+        rss = _newest_bench_rss(store, m["id"], machine_id)
+        if rss is None:
+            candidates = [r["peak_rss_bytes"] for r in (pp, tg) if r and r.get("peak_rss_bytes") is not None]
+            rss = max(candidates) if candidates else None
+        q = _newest_quality(store, m["id"], [r for r in references if r != m["id"]], machine_id)
+        e = _newest_eval(store, m["id"], suite, constrained, machine_id)
+        fallbacks = json.loads(m["fallback_tensors"]) if m.get("fallback_tensors") else None
+        out.append({
+            "model_id": m["id"],
+            "model_filename": m.get("model_filename"),
+            "file_type": m.get("file_type"),
+            "is_base": m["id"] == base_model_id,
+            "size": m.get("file_size") or m.get("model_size"),
+            "pp": pp["avg_ts"] if pp else None,
+            "pp_test": pp["test"] if pp else None,
+            "tg": tg["avg_ts"] if tg else None,
+            "tg_test": tg["test"] if tg else None,
+            "peak_rss_bytes": rss,
+            "kld_mean": q["kld_mean"] if q else None,
+            "kld_p99": q["kld_p99"] if q else None,
+            "ppl": q["ppl"] if q else None,
+            "ppl_ratio": q["ppl_ratio"] if q else None,
+            "same_top_p": q["same_top_p"] if q else None,
+            "reference_model_id": q["reference_model_id"] if q else None,
+            "accuracy": e["accuracy"] if e else None,
+            "accuracy_ci_low": e["accuracy_ci_low"] if e else None,
+            "accuracy_ci_high": e["accuracy_ci_high"] if e else None,
+            "format_valid_rate": e["format_valid_rate"] if e else None,
+            "eval_suite": e["suite"] if e else None,
+            "eval_constrained": bool(e["constrained"]) if e else None,
+            "n_fallback": len(fallbacks) if fallbacks is not None else None,
+        })
+    return out
+
+
+def quality_by_model(store: "Store", *, machine_id: str | None = None) -> dict[str, dict[str, Any]]:
+    """The newest ``quality`` row of every model (for a Library or Results column), by model id,
+    in one query. Models never measured are absent."""
+    where, params = "", []
+    if machine_id:
+        where, params = "where machine_id = ?", [machine_id]
+    rows = store.query(
+        "select * from (select *, row_number() over (partition by model_id order by created_at desc) as rn "
+        f"from quality {where}) where rn = 1", params)
+    return {r["model_id"]: {k: v for k, v in r.items() if k != "rn"} for r in rows}
+
+
+def accuracy_by_model(store: "Store", *, suite: str | None = None, constrained: bool | None = None,
+                      machine_id: str | None = None) -> dict[str, dict[str, Any]]:
+    """The newest ``eval_runs`` row of every model (optionally for one suite / constraint
+    setting / machine), by model id, in one query. Models never evaluated are absent."""
+    conds, params = [], []
+    if suite is not None:
+        conds.append("suite = ?")
+        params.append(suite)
+    if constrained is not None:
+        conds.append("constrained = ?")
+        params.append(int(constrained))
+    if machine_id:
+        conds.append("machine_id = ?")
+        params.append(machine_id)
+    where = f"where {' and '.join(conds)}" if conds else ""
+    rows = store.query(
+        "select * from (select *, row_number() over (partition by model_id order by created_at desc) as rn "
+        f"from eval_runs {where}) where rn = 1", params)
+    return {r["model_id"]: {k: v for k, v in r.items() if k != "rn"} for r in rows}

@@ -1,0 +1,74 @@
+"""The ladder view's rows: one per quant of a base model, every figure from the store, None
+where nothing was measured."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lab.ladder import accuracy_by_model, ladder_table, quality_by_model
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    from lab.store import Store
+
+    s = Store(tmp_path / "lab.db")
+    yield s
+    s.close()
+
+
+def test_ladder_table(tiny_gguf: Path, store, tmp_path: Path) -> None:
+    from lab.bench import BenchOptions, run_bench
+    from lab.evals.runner import EvalOptions, run_eval
+    from lab.library import LocalModel
+    from lab.quality import QualityOptions, measure_quality
+    from lab.quantize import build_ladder
+
+    base = LocalModel(tiny_gguf.name, tiny_gguf, "path", tiny_gguf.stat().st_size)
+    steps = build_ladder(store, base, ["Q8_0", "Q4_0"], out_dir=tmp_path / "ladder", n_threads=1)
+    q8, q4 = (s.path for s in steps)
+    base_id = store.query("select id from models where path = ?", [str(tiny_gguf)])[0]["id"]
+
+    # nothing measured yet: every figure but the size is None
+    rows = ladder_table(store, base_id)
+    assert [r["file_type"] for r in rows] == ["F32", "Q8_0", "Q4_0"]
+    assert [r["is_base"] for r in rows] == [True, False, False]
+    assert rows[0]["size"] > rows[1]["size"] > rows[2]["size"] > 0
+    for r in rows:
+        assert all(r[k] is None for k in ("pp", "tg", "peak_rss_bytes", "kld_mean", "ppl_ratio", "accuracy",
+                                          "format_valid_rate"))
+    assert [r["n_fallback"] for r in rows] == [None, 0, 1]  # the base was not built here
+
+    run_bench(BenchOptions(models=[str(q4)], n_prompt=[32], n_gen=[8], repetitions=1, threads=[1]), store)
+    text = tmp_path / "t.txt"
+    text.write_text(" ".join(["a quick test of the ladder view"] * 80))
+    measure_quality(store, QualityOptions(models=[str(q8), str(q4)], reference=str(tiny_gguf), text=text,
+                                          n_ctx=64, n_chunks=3, n_threads=1))
+    suite = tmp_path / "s.jsonl"
+    suite.write_text("\n".join(json.dumps({"id": f"i{i}", "prompt": "Yes or no?", "scorer": "choice",
+                                           "choices": ["yes", "no"], "expected": "yes", "constraint": "choices"})
+                               for i in range(3)) + "\n")
+    run_eval(store, EvalOptions(models=[str(q8)], suite=suite, n_threads=1))
+
+    base_row, q8_row, q4_row = ladder_table(store, base_id)
+    assert q4_row["pp"] > 0 and q4_row["tg"] > 0 and q4_row["pp_test"] == "pp32" and q4_row["tg_test"] == "tg8"
+    assert q4_row["peak_rss_bytes"] > 0
+    assert q8_row["pp"] is None and q8_row["peak_rss_bytes"] is None
+    assert 0 < q8_row["kld_mean"] < q4_row["kld_mean"] and q8_row["ppl_ratio"] and q4_row["ppl_ratio"]
+    assert q8_row["reference_model_id"] == base_id
+    assert base_row["kld_mean"] is None  # the reference itself was not compared
+    assert q8_row["accuracy"] is not None and q8_row["format_valid_rate"] == 1.0
+    assert q8_row["eval_suite"] == "s" and q8_row["eval_constrained"] is True
+    assert q4_row["accuracy"] is None and base_row["accuracy"] is None
+    assert ladder_table(store, base_id, suite="other")[1]["accuracy"] is None
+    assert ladder_table(store, base_id, machine_id="elsewhere")[2]["pp"] is None
+    # the Library's columns: the newest figures of every model in one query each
+    quality = quality_by_model(store)
+    assert set(quality) == {q8_row["model_id"], q4_row["model_id"]}
+    assert quality[q4_row["model_id"]]["kld_mean"] == q4_row["kld_mean"]
+    acc = accuracy_by_model(store)
+    assert list(acc) == [q8_row["model_id"]] and acc[q8_row["model_id"]]["accuracy"] == q8_row["accuracy"]
+    assert accuracy_by_model(store, constrained=False) == {} and accuracy_by_model(store, suite="s")
