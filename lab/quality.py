@@ -28,8 +28,8 @@ k=4096 (its distributions are flat: the top 1024 tokens leave a large share of t
 demo ladder this estimator came within 0.15% of the full-vocabulary KLD for Q8_0 and within
 0.01% for Q4_0 and Q2_K (``tests/test_quality.py`` checks it). PPL, its ratio and the
 same-top-token rate use exact figures. A cached position costs ``(TOP_K + TAIL_SAMPLES) * 6``
-bytes (8 with a vocabulary above 65,536 tokens) plus 20: about 113 MB for the bundled text with
-the demo model (47 chunks at ``-c 512``), against 1.2 GB for llama-perplexity's dump of it.
+bytes (8 with a vocabulary above 65,536 tokens) plus 20: 106 MiB for the bundled text with the
+demo model (47 chunks at ``-c 512``), against 1.1 GiB for llama-perplexity's dump of it.
 
 Because the reference's log-probabilities are stored in float32 exactly as the candidate's are
 computed, a model against itself gives a KLD of exactly 0 and a PPL ratio of exactly 1.

@@ -416,6 +416,7 @@ def test_an_item_too_long_for_the_context_is_an_error(tiny_gguf: Path, store, tm
     (run,) = run_eval(store, EvalOptions(models=[str(tiny_gguf)], suite=suite, n_ctx=48, max_tokens=16, n_threads=1))
     short, long_ = run["items"]
     assert short["status"] == "ok" and short["n_tokens"] == 16
+    assert short["detail"] == "stopped at max_tokens (16); expected text not found"
     assert long_["status"] == "error" and long_["correct"] == 0 and long_["format_valid"] is None
     assert long_["error"].startswith("the prompt (") and long_["error"].endswith("exceed the context of 48")
     assert run["n_error"] == 1 and run["n_items"] == 2 and run["accuracy"] == 0.0

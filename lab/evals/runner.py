@@ -175,6 +175,8 @@ def score_row(item: "Item", child_row: dict[str, Any]) -> dict[str, Any]:
         score, correct, valid, detail = s.score, s.correct, s.format_valid, s.detail
         if status == "timeout":
             score, correct = 0.0, False
+        if child_row.get("hit_max_tokens") and not correct:
+            detail = f"stopped at max_tokens ({child_row.get('n_tokens')}); {detail or 'incomplete'}"
     return {
         "item_index": item.index, "item_id": item.id, "input": item.input_text, "expected": _expected_text(item),
         "output": output, "scorer": item.scorer, "score": score, "correct": int(correct),

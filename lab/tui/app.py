@@ -161,16 +161,11 @@ class RightsizerApp(App[None]):
         """New results were stored: screens showing results reload when next shown."""
         self.results_version += 1
 
-    def _screen_for(self, mode: str) -> Screen[Any] | None:
-        stack = self._screen_stacks.get(mode)
-        return stack[0] if stack else None
-
     def open_run_with(self, model: str) -> None:
         """The Library's benchmark action: the Run screen with this model filled in."""
         def prefill() -> None:
-            screen = self._screen_for("run")
-            if isinstance(screen, RunScreen):
-                screen.prefill(model)
+            if isinstance(self.screen, RunScreen):
+                self.screen.prefill(model)
 
         self.switch_mode("run")
         self.call_after_refresh(prefill)

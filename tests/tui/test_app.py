@@ -86,15 +86,12 @@ def test_cli_opens_the_app_lazily() -> None:
 
 
 def test_launch_refuses_an_unopenable_database_in_one_sentence(tmp_path) -> None:
-    from lab.cli import main
-
     bad = tmp_path / "not-a-db"
     bad.write_bytes(b"this is not sqlite" * 100)
     out = subprocess.run([sys.executable, "-m", "lab", "tui", "--db", str(bad)], capture_output=True, text=True,
                          timeout=30)
     assert out.returncode != 0 and out.stderr.startswith("error: Cannot open database")
     assert "Traceback" not in out.stderr
-    del main
 
 
 def test_app_factory_takes_injected_machine_and_models(seeded_db) -> None:

@@ -127,4 +127,4 @@ async def test_results_stay_instant_at_100k_rows(lab_home: Path) -> None:
             start = time.perf_counter()
             await pilot.press(*keys)
             await wait_for(pilot, lambda: expect in screen_text(app) and _results(app).row_count == 200, timeout=10)
-            assert time.perf_counter() - start < 2.0  # the table never holds more than a page
+            assert time.perf_counter() - start < 3.0  # one page query (~0.1 s here), never 100k rows in the table

@@ -8,7 +8,7 @@ is shown, so it costs a benchmark nothing when you are looking elsewhere.
 from __future__ import annotations
 
 import collections
-from typing import Any, Iterable
+from typing import Iterable
 
 from rich.table import Table
 from textual import work

@@ -12,6 +12,7 @@ from rich.text import Text
 from textual import on, work
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static
 
@@ -22,6 +23,7 @@ from lab.tui.messages import ResultsFailed, ResultsPageLoaded
 from lab.tui.screens.base import LabScreen
 
 PAGE_SIZE = 200
+RELOAD_DEBOUNCE_S = 0.08
 
 # column key, title, the store's order column, right-aligned
 COLUMNS: list[tuple[str, str, str | None, bool]] = [
@@ -73,6 +75,7 @@ class ResultsScreen(LabScreen):
         self.selected: list[str] = []
         self.generation = 0
         self.loaded_version = -1
+        self._reload_timer: Timer | None = None
 
     def compose_body(self) -> Iterable[Widget]:
         with Vertical(id="results-main"):
@@ -99,8 +102,16 @@ class ResultsScreen(LabScreen):
 
     # -- loading
     def reload(self) -> None:
+        """Ask for the current page. Requests within 80 ms coalesce (five quick presses of s
+        run one query, not five: a thread worker cannot be interrupted mid-query)."""
         self.generation += 1
         self.loaded_version = self.app.results_version  # type: ignore[attr-defined]
+        if self._reload_timer is not None:
+            self._reload_timer.stop()
+        self._reload_timer = self.set_timer(RELOAD_DEBOUNCE_S, self._reload_now)
+
+    def _reload_now(self) -> None:
+        self._reload_timer = None
         self._load(dict(self.filters), self.order, self.descending, self.page_offset, self.generation)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="results")

@@ -28,8 +28,10 @@ from lab.tui.messages import BenchFinished
 from lab.tui.screens.base import LabScreen
 from lab.tui.widgets.curve import Curve
 from lab.tui.widgets.gauge import Gauge
+from lab.tui.widgets.line import Line
 
 REFRESH_S = 0.5  # 2 Hz: measured free next to tg on 2 cores; 10 Hz cost ~10% of tg speed
+CURVE_EVERY = 2  # the curves (the widest repaint) at 1 Hz; numbers and progress at 2 Hz
 
 # field id, label, default, width class
 FIELDS_TESTS = [("n_prompt", "pp", "512"), ("n_gen", "tg", "128"), ("pg", "pg", ""),
@@ -56,6 +58,7 @@ class RunScreen(LabScreen):
     def __init__(self) -> None:
         super().__init__()
         self._last: dict[str, str] = {}  # text last written per widget id: skip same-text updates
+        self._ticks = 0
         self._threads_touched = False
 
     @property
@@ -85,17 +88,16 @@ class RunScreen(LabScreen):
                                           restrict=r"[0-9, ]*", placeholder="cores" if key == "threads" else "")
         with Horizontal(id="run-dash"):
             with Vertical(id="run-left"):
-                yield Static("Ready: ctrl+r starts the run.",
-                             id="run-title", markup=False)
-                yield Static("", id="run-speed", markup=False)
+                yield Line("Ready: ctrl+r starts the run.", id="run-title")
+                yield Line("", id="run-speed")
                 yield Gauge("test", id="g-test", label_width=7, text_width=16)
                 yield Gauge("overall", id="g-overall", label_width=7, text_width=16)
-                yield Static("", id="run-reps", markup=False)
+                yield Line("", id="run-reps")
                 yield Static("", id="run-error", markup=False)
             with Vertical(id="run-right"):
                 yield Curve("RSS n/a", id="c-rss")
                 yield Curve("CPU n/a", id="c-cpu")
-                yield Static("GPU n/a", id="run-gpu", markup=False)
+                yield Line("GPU n/a", id="run-gpu")
         with Horizontal(id="run-bottom"):
             yield DataTable(id="run-results", cursor_type="row", zebra_stripes=True)
             yield Log(id="run-log", max_lines=500, auto_scroll=True)
@@ -252,6 +254,7 @@ class RunScreen(LabScreen):
             live.status = outcome.status
             live.error = outcome.error
         self._set_running(False)
+        self._render_samples()
         self._render_progress()
         n = len(live.results)
         if live.status == "ok":
@@ -291,14 +294,15 @@ class RunScreen(LabScreen):
         for end in drained.run_ends:
             if end.get("status") == "failed":
                 self._show_error(f"{self.live.model_filename}: {end.get('error')}")
-        if drained.samples:
+        self._ticks += 1
+        if drained.samples and (self._ticks % CURVE_EVERY == 0 or not self.live.active):
             self._render_samples()
         self._render_progress()
 
     def _write(self, widget_id: str, text: str) -> None:
         if self._last.get(widget_id) != text:
             self._last[widget_id] = text
-            self.query_one(f"#{widget_id}", Static).update(text)
+            self.query_one(f"#{widget_id}").update(text)  # type: ignore[attr-defined]
 
     def _render_progress(self) -> None:
         live = self.live
