@@ -13,6 +13,7 @@ It answers the routes ``lab.hub`` uses, the way huggingface.co does:
   ``GatedRepo``) so huggingface_hub's ``hf_raise_for_status`` classifies them.
 
 Switches for the tests: :meth:`FakeHub.drop_once` (close the connection after N bytes, once),
+:meth:`FakeHub.hold_once` (pause a whole-file download after N bytes until the test lets go),
 :meth:`FakeHub.corrupt` (serve different bytes of the same length), a page size for tree
 listings, and a log of every request with the bytes of body it sent.
 """
@@ -148,6 +149,7 @@ class FakeHub:
         self.served: list[Served] = []
         self.tree_page_size = 1000
         self._drop: dict[str, int] = {}
+        self._hold: dict[str, tuple[int, threading.Event]] = {}
         self._corrupt: set[str] = set()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -164,6 +166,14 @@ class FakeHub:
     def drop_once(self, path: str, after_bytes: int) -> None:
         """The next download of repo file ``path`` sends ``after_bytes`` then closes the socket."""
         self._drop[path] = after_bytes
+
+    def hold_once(self, path: str, after_bytes: int) -> threading.Event:
+        """The next whole-file download of ``path`` (not a Range request: header probes and
+        resumes pass) sends ``after_bytes``, then waits until the returned event is set before
+        sending the rest: a download that is reliably mid-way while the test acts."""
+        release = threading.Event()
+        self._hold[path] = (after_bytes, release)
+        return release
 
     def corrupt(self, path: str) -> None:
         """Serve repo file ``path`` with one byte changed (same length) from now on."""
@@ -420,6 +430,10 @@ class _Handler(BaseHTTPRequestHandler):
             status = 206
             headers = {**headers, "Content-Range": f"bytes {start}-{end}/{len(data)}"}
         body = data[start:end + 1]
+        hold = None if head or rng else self.fake._hold.pop(path, None)
+        if hold is not None:
+            self._send_held(status, body, headers, *hold)
+            return
         drop = None if head else self.fake._drop.pop(path, None)
         if drop is None:
             self._send(status, body, headers, content_type="application/octet-stream", head=head)
@@ -436,3 +450,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         self._sent += min(drop, len(body))
         self.close_connection = True
+
+    def _send_held(self, status: int, body: bytes, headers: dict[str, str], after: int,
+                   release: threading.Event) -> None:
+        self._status = status
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body[:after])
+        self.wfile.flush()
+        self._sent += min(after, len(body))
+        release.wait(30)
+        try:
+            self.wfile.write(body[after:])
+            self._sent += max(0, len(body) - after)
+        except OSError:  # the client hung up (a cancelled download)
+            self.close_connection = True

@@ -22,6 +22,7 @@ from textual.worker import Worker, WorkerState
 from lab.tui import data
 from lab.tui.live import LiveRun
 from lab.tui.messages import LibraryLoaded, MachineDetected
+from lab.tui.screens.hub import HubScreen
 from lab.tui.screens.library import LibraryScreen
 from lab.tui.screens.machine import MachineScreen
 from lab.tui.screens.results import ResultsScreen
@@ -33,12 +34,14 @@ COMMANDS: list[tuple[str, str, str | None, str | None]] = [
     ("Run", "Configure and watch a benchmark (2)", "run", None),
     ("Results", "Every stored result: filter, sort, compare (3)", "results", None),
     ("Machine", "Fingerprint and live CPU, memory and GPU gauges (4)", "machine", None),
+    ("Hub", "Search and download GGUF models from the Hugging Face Hub (5)", "hub", None),
     ("Benchmark model", "Open the Run screen with the highlighted model (b)", "library", "benchmark"),
     ("Inspect model", "Every GGUF metadata key of the highlighted model (i)", "library", "inspect"),
     ("Delete model", "Delete the highlighted model's file, after confirmation (d)", "library", "delete"),
     ("Larger context", "Estimate memory at the next larger context (+)", "library", "context(1)"),
     ("Smaller context", "Estimate memory at the next smaller context (-)", "library", "context(-1)"),
     ("Rescan library", "Look for new or removed model files (R)", "library", "rescan"),
+    ("Ladder view", "Every quant of the highlighted model's base: size, speed, KLD, accuracy (L)", "library", "ladder"),
     ("Start run", "Start the benchmark configured on the Run screen (ctrl+r)", "run", "start"),
     ("Cancel run", "Stop the running benchmark; finished tests are kept (c)", "run", "cancel"),
     ("Toggle log", "Show or hide llama.cpp's log on the Run screen (l)", "run", "toggle_log"),
@@ -52,6 +55,10 @@ COMMANDS: list[tuple[str, str, str | None, str | None]] = [
     ("Open run", "Config, samples and machine of the highlighted result's run (o)", "results", "open_run"),
     ("Next page", "The next 200 results (n)", "results", "page(1)"),
     ("Previous page", "The previous 200 results (p)", "results", "page(-1)"),
+    ("Search the Hub", "Focus the Hub search box; empty lists the Suggested models (/)", "hub", "focus_search"),
+    ("Open repo", "The highlighted repo's quant files with size, memory and fit (o)", "hub", "open"),
+    ("Download model", "Queue the highlighted file, or the repo's default quant (d)", "hub", "download"),
+    ("Cancel download", "Stop the highlighted download; the partial is kept to resume (c)", "hub", "cancel"),
     ("Help", "Every key of every screen (?)", None, "app.help"),
 ]
 
@@ -61,7 +68,7 @@ class RightsizerApp(App[None]):
 
     CSS_PATH = "lab.tcss"
     TITLE = "Rightsizer"
-    MODES = {"library": LibraryScreen, "run": RunScreen, "results": ResultsScreen, "machine": MachineScreen}
+    MODES = {"library": LibraryScreen, "run": RunScreen, "results": ResultsScreen, "machine": MachineScreen, "hub": HubScreen}
     DEFAULT_MODE = "library"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS = [
@@ -69,6 +76,7 @@ class RightsizerApp(App[None]):
         Binding("2", "switch_mode('run')", "Run", show=False),
         Binding("3", "switch_mode('results')", "Results", show=False),
         Binding("4", "switch_mode('machine')", "Machine", show=False),
+        Binding("5", "switch_mode('hub')", "Hub", show=False),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
     ]
@@ -192,12 +200,15 @@ class RightsizerApp(App[None]):
                 out.append((b.key_display or b.key.replace(",", " / "), b.description or b.action))
             return out
 
-        general = [("1 2 3 4", "Library, Run, Results, Machine"), ("ctrl+p", "command palette: every action by name"),
+        general = [("1 2 3 4 5", "Library, Run, Results, Machine, Hub"), ("ctrl+p", "command palette: every action by name"),
                    ("?", "this help"), ("q / ctrl+q", "quit (asks first while a run is going)"),
                    ("tab / shift+tab", "move between fields"), ("Esc", "back / close")]
         sections = [("Everywhere", "Figures this machine cannot give are shown as n/a, never as 0.", general)]
-        for cls in (LibraryScreen, RunScreen, ResultsScreen, MachineScreen):
+        for cls in (LibraryScreen, RunScreen, ResultsScreen, MachineScreen, HubScreen):
             sections.append((cls.MODE.capitalize(), cls.HELP, keys(cls.BINDINGS)))
+        from lab.tui.screens.ladder import LadderScreen
+
+        sections.append(("Ladder (L in the Library)", LadderScreen.HELP, keys(LadderScreen.BINDINGS)))
         return sections
 
     def action_help(self) -> None:

@@ -159,6 +159,8 @@ class LibraryEntry:
     model_id: str | None = None  # sha256, when known without hashing the file
     pp_ts: float | None = None
     tg_ts: float | None = None
+    quality: dict[str, Any] | None = None  # newest ``quality`` row (any machine)
+    evaluation: dict[str, Any] | None = None  # newest ``eval_runs`` row (any machine)
 
     @property
     def key(self) -> str:
@@ -215,6 +217,80 @@ def known_model_id(store: Any, model: LocalModel) -> str | None:
 def last_speeds(store: Any, machine_id: str | None) -> dict[str, dict[str, float]]:
     """Newest pp and tg t/s per model id measured on this machine."""
     return store.last_speeds(machine_id) if machine_id else {}
+
+
+# --- quality and accuracy ---------------------------------------------------------------------
+
+# Fidelity and task accuracy belong to the file, not the hardware (the same weights give the same
+# logits within float noise), so these come from any machine; speed and memory from this one.
+QUALITY_KEYS = ("kld_mean", "kld_p99", "ppl", "ppl_ratio", "same_top_p", "reference_model_id")
+EVAL_KEYS = ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "format_valid_rate", "eval_suite",
+             "eval_constrained")
+
+
+def model_figures(store: Any) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The newest quality row and the newest eval run of every model, by model id (one query
+    each, whatever the number of models)."""
+    from lab.ladder import accuracy_by_model, quality_by_model
+
+    return quality_by_model(store), accuracy_by_model(store)
+
+
+def attach_model_figures(store: Any, rows: list[dict[str, Any]]) -> None:
+    """Add ``model_kld`` and ``model_accuracy`` (the newest of the row's model, None when never
+    measured) to result rows in place: two queries for a page, none per row."""
+    quality, accuracy = model_figures(store)
+    for row in rows:
+        q = quality.get(row.get("model_id") or "")
+        e = accuracy.get(row.get("model_id") or "")
+        row["model_kld"] = q.get("kld_mean") if q else None
+        row["model_accuracy"] = e.get("accuracy") if e else None
+
+
+def ladder_base(store: Any, model_id: str | None) -> str | None:
+    """The base model of the ladder ``model_id`` belongs to: its ``base_model_id`` when it was
+    built from one, itself when others were built from it, None when it is in no ladder."""
+    if not model_id:
+        return None
+    rows = store.query("select base_model_id from models where id = ?", [model_id])
+    if rows and rows[0].get("base_model_id"):
+        return str(rows[0]["base_model_id"])
+    built = store.query("select 1 from models where base_model_id = ? limit 1", [model_id])
+    return model_id if built else None
+
+
+@dataclass
+class Ladder:
+    """The ladder view's data: the base model's row and one row per quant, largest first."""
+
+    base_model_id: str
+    base: dict[str, Any] | None  # the base's ``models`` row (None: forgotten, only its quants remain)
+    rows: list[dict[str, Any]]
+    reference: dict[str, Any] | None  # the ``models`` row the quality figures were measured against
+    front: set[str]  # model ids on the size / KLD Pareto front
+
+
+def load_ladder(store: Any, base_model_id: str, machine_id: str | None) -> Ladder:
+    """``lab.ladder.ladder_table`` with speed and memory from this machine and fidelity and
+    accuracy from any machine (see QUALITY_KEYS), plus the size / mean-KLD Pareto front."""
+    from lab.ladder import ladder_table
+    from lab.report import pareto_front
+
+    rows = ladder_table(store, base_model_id, machine_id=machine_id) if machine_id else []
+    anywhere = ladder_table(store, base_model_id)
+    if not rows:
+        # no machine known yet: show no speeds rather than another machine's
+        rows = [dict(r, pp=None, tg=None, pp_test=None, tg_test=None, peak_rss_bytes=None) for r in anywhere]
+    else:
+        by_id = {r["model_id"]: r for r in anywhere}
+        for row in rows:
+            other = by_id.get(row["model_id"], {})
+            row.update({k: other.get(k) for k in (*QUALITY_KEYS, *EVAL_KEYS)})
+    refs = {r["reference_model_id"] for r in rows if r.get("reference_model_id")}
+    reference = store.get("models", sorted(refs)[0]) if len(refs) == 1 else None
+    front = pareto_front(rows, {"size": "min", "kld_mean": "min"}).front
+    return Ladder(base_model_id, store.get("models", base_model_id), rows, reference,
+                  {r["model_id"] for r in front})
 
 
 @dataclass

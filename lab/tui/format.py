@@ -12,7 +12,7 @@ from typing import Any
 from lab.cli.output import NA, human_bytes, human_count
 
 __all__ = ["NA", "human_bytes", "human_count", "ts", "ts_pm", "pct", "diff_pct", "seconds", "mib",
-           "num", "when", "percent"]
+           "num", "when", "percent", "share", "kld", "ratio", "accuracy"]
 
 
 def _missing(value: Any) -> bool:
@@ -79,3 +79,27 @@ def num(value: Any, digits: int = 1) -> str:
 def when(iso: str | None) -> str:
     """A stored UTC timestamp as ``2025-06-01 12:34``."""
     return NA if not iso else iso[:16].replace("T", " ")
+
+
+def share(value: float | None, digits: int = 0) -> str:
+    """A fraction 0..1 (accuracy, format-valid rate, same-top rate) as a percent: ``62%``."""
+    return NA if _missing(value) else f"{value * 100:.{digits}f}%"
+
+
+def kld(value: float | None) -> str:
+    """A KL-divergence in nats; four decimals, since a good quant sits near 0.001."""
+    return NA if _missing(value) else f"{value:.4f}"
+
+
+def ratio(value: float | None) -> str:
+    """A ratio near 1 (perplexity against the reference): ``1.021``."""
+    return NA if _missing(value) else f"{value:.3f}"
+
+
+def accuracy(value: float | None, low: float | None = None, high: float | None = None) -> str:
+    """Accuracy with its 95% interval: ``62% (48–74)``; the interval is left out when unknown."""
+    if _missing(value):
+        return NA
+    if _missing(low) or _missing(high):
+        return share(value)
+    return f"{share(value)} ({low * 100:.0f}–{high * 100:.0f})"  # type: ignore[operator]

@@ -105,3 +105,77 @@ class BenchFinished(Message):
 
 class ResultsChanged(Message):
     """New results were stored; screens that show results reload when next shown."""
+
+
+# --- hub ---------------------------------------------------------------------------------------
+
+
+class HubSearched(Message):
+    """A Hub search answered: the hits (``lab.hub.RepoHit``), or the sentence saying why not."""
+
+    def __init__(self, query: str, generation: int, hits: list[Any], error: str | None = None) -> None:
+        super().__init__()
+        self.query = query
+        self.generation = generation
+        self.hits = hits
+        self.error = error
+
+
+class HubFilesLoaded(Message):
+    """A repo's quant files with their fit checks (``lab.hub.FitCheck``), or why not."""
+
+    def __init__(self, repo_id: str, checks: list[Any], error: str | None = None) -> None:
+        super().__init__()
+        self.repo_id = repo_id
+        self.checks = checks
+        self.error = error
+
+
+class HubDownloadProgress(Message):
+    """A throttled ``lab.hub.DownloadProgress`` of the queued download ``key``."""
+
+    def __init__(self, key: str, progress: Any) -> None:
+        super().__init__()
+        self.key = key
+        self.progress = progress
+
+
+class HubDownloadFinished(Message):
+    """A queued download ended: pulled and registered (``pulled`` set), cancelled, or failed."""
+
+    def __init__(self, key: str, pulled: Any | None = None, error: str | None = None,
+                 cancelled: bool = False) -> None:
+        super().__init__()
+        self.key = key
+        self.pulled = pulled
+        self.error = error
+        self.cancelled = cancelled
+
+
+# --- quality, accuracy and the ladder view ----------------------------------------------------
+
+
+class ModelFiguresLoaded(Message):
+    """The newest quality row and eval run of every model, by model id (Library columns)."""
+
+    def __init__(self, quality: dict[str, dict[str, Any]], accuracy: dict[str, dict[str, Any]]) -> None:
+        super().__init__()
+        self.quality = quality
+        self.accuracy = accuracy
+
+
+class LadderFound(Message):
+    """The base model of the Library's highlighted model (None: it is in no ladder)."""
+
+    def __init__(self, model_arg: str, base_model_id: str | None) -> None:
+        super().__init__()
+        self.model_arg = model_arg  # how the CLI names the model, for the hint
+        self.base_model_id = base_model_id
+
+
+class LadderLoaded(Message):
+    """The ladder view's rows."""
+
+    def __init__(self, ladder: Any) -> None:  # data.Ladder
+        super().__init__()
+        self.ladder = ladder

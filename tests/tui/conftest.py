@@ -78,7 +78,8 @@ def seed_store(db_path: Path, tiny_models: list[Path]) -> dict[str, Any]:
         store.db["models"].insert({"id": mid, "model_filename": name, "path": f"/models/{name}", "name": name,
                                    "model_type": f"llama 135M {quant}", "arch": "llama", "file_type": quant,
                                    "model_size": size, "file_size": size, "model_n_params": 134_515_008,
-                                   "added_at": "2025-05-01T00:00:00.000000+00:00"}, alter=True)
+                                   "added_at": "2025-05-01T00:00:00.000000+00:00",
+                                   **LADDER_LINKS.get(mid, {})}, alter=True)
         models.append({"id": mid, "model_filename": name, "file_type": quant, "model_size": size})
     speeds = {  # (model index, machine) -> (pp, tg)
         "Q4_1@lab-box": (470.1, 171.7), "Q8_0@lab-box": (452.3, 121.4),
@@ -125,8 +126,64 @@ def seed_store(db_path: Path, tiny_models: list[Path]) -> dict[str, Any]:
                 for k in range(80)
             ], alter=True)
             index += 1
+    seed_ladder(store)
     store.close()
     return {"run_ids": run_ids, "models": models}
+
+
+# A ladder of the demo model: its F16 base (only in the store), m-q8 built from it, and the demo
+# file itself registered as the ladder's Q4_1 (so the Library's demo row has figures and L). m-q4
+# is a Q4_1 from elsewhere: measured against the F16, but no member of the ladder.
+LADDER_LINKS: dict[str, dict[str, Any]] = {"m-q8": {"base_model_id": "m-f16", "fallback_tensors": "[]"}}
+QUALITY_ROWS = [  # model id, kld mean, kld p99, ppl, same-top, created (day)
+    ("m-q8", 0.0100, 0.0800, 18.05, 0.952, 1),  # an older measurement: the newer one below wins
+    ("m-q8", 0.0021, 0.0195, 17.92, 0.981, 2),
+    ("m-demo", 0.0874, 0.7412, 19.31, 0.862, 2),
+    ("m-q4", 0.0912, 0.8003, 19.37, 0.857, 2),
+]
+PPL_REF = 17.88
+EVAL_ROWS = [  # model id, items, correct, format-valid items
+    ("m-f16", 20, 14, 20),
+    ("m-q8", 20, 13, 20),
+    ("m-demo", 20, 11, 19),
+]
+
+
+def seed_ladder(store: Any) -> None:
+    """The demo ladder's models, quality rows (against the F16) and eval runs (suite 'demo')."""
+    from lab import library
+    from lab.evals.stats import wilson_interval
+
+    store.db["models"].insert({"id": "m-f16", "model_filename": "SmolLM2-135M-Instruct.F16.gguf",
+                               "path": "/models/SmolLM2-135M-Instruct.F16.gguf", "name": "SmolLM2-135M-Instruct.F16.gguf",
+                               "model_type": "llama 135M F16", "arch": "llama", "file_type": "F16",
+                               "model_size": 269_030_016, "file_size": 270_898_112, "model_n_params": 134_515_008,
+                               "added_at": "2025-05-01T00:00:00.000000+00:00"}, alter=True)
+    demo = library.demo_model_path()
+    if demo is not None:
+        store.db["models"].insert({"id": "m-demo", "model_filename": demo.name, "path": str(demo), "name": "demo",
+                                   "model_type": "llama 135M Q4_1", "arch": "llama", "file_type": "Q4_1",
+                                   "file_size": demo.stat().st_size, "model_n_params": 134_515_008,
+                                   "base_model_id": "m-f16", "fallback_tensors": "[]",
+                                   "added_at": "2025-05-01T00:00:00.000000+00:00"}, alter=True)
+    names = {"m-q8": "SmolLM2-135M-Instruct.Q8_0.gguf", "m-q4": "SmolLM2-135M-Instruct.Q4_1.gguf",
+             "m-demo": demo.name if demo else "demo", "m-f16": "SmolLM2-135M-Instruct.F16.gguf"}
+    for i, (mid, kld, p99, ppl, same, day) in enumerate(QUALITY_ROWS):
+        store.db["quality"].insert({
+            "id": f"qual{i:04d}", "machine_id": FINGERPRINT["id"], "model_id": mid, "reference_model_id": "m-f16",
+            "model_filename": names[mid], "reference_filename": names["m-f16"], "text_name": "wiki-sample",
+            "n_ctx": 512, "n_chunks": 8, "n_tokens_scored": 2048, "ppl": ppl, "ppl_ref": PPL_REF,
+            "ppl_ratio": ppl / PPL_REF, "kld_mean": kld, "kld_p99": p99, "same_top_p": same,
+            "created_at": f"2025-06-0{day}T12:00:00.000000+00:00",
+        }, alter=True)
+    for i, (mid, n, correct, valid) in enumerate(EVAL_ROWS):
+        low, high = wilson_interval(correct, n)  # type: ignore[misc]
+        store.db["eval_runs"].insert({
+            "id": f"eval{i:04d}", "machine_id": FINGERPRINT["id"], "model_id": mid, "model_filename": names[mid],
+            "suite": "demo", "constrained": 1, "n_items": n, "n_correct": correct, "accuracy": correct / n,
+            "accuracy_ci_low": low, "accuracy_ci_high": high, "format_valid_rate": valid / n,
+            "n_empty": 0, "n_timeout": 0, "n_error": 0, "created_at": "2025-06-02T13:00:00.000000+00:00",
+        }, alter=True)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ async def _library_ready(pilot) -> None:
     app = pilot.app
     await wait_for(pilot, lambda: app.library is not None)
     await wait_for(pilot, lambda: app.screen.details and "9000.0" in str(app.screen.query_one("#models").get_row_at(0)))
+    # the KLD / acc columns arrive in a second message (the seeded demo model has both)
+    await wait_for(pilot, lambda: any(e.evaluation for e in app.screen.entries.values()))
     await pilot.pause()
 
 
@@ -119,3 +121,29 @@ def test_machine_with_gpu(make_app, snap_compare) -> None:
 
 def test_help(make_app, snap_compare) -> None:
     assert snap_compare(make_app(), terminal_size=(100, 40), run_before=_go("question_mark", lambda app: type(app.screen).__name__ == "HelpScreen"))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)], ids=["80x24", "200x50"])
+def test_ladder(make_app, snap_compare, size) -> None:
+    async def run_before(pilot) -> None:
+        app = pilot.app
+        await _library_ready(pilot)
+        demo = next(k for k, e in app.screen.entries.items() if e.model.source == "demo")
+        table = app.screen.query_one("#models")
+        table.move_cursor(row=table.get_row_index(demo))
+        await pilot.press("L")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "LadderScreen" and app.screen.ladder is not None)
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=run_before)
+
+
+def _hub_ready(app) -> bool:
+    return type(app.screen).__name__ == "HubScreen" and app.screen.query_one("#hub-repos").row_count > 0
+
+
+@pytest.mark.parametrize("size", [(120, 36), (80, 24)], ids=["120x36", "80x24"])
+def test_hub_suggested_offline(make_app, snap_compare, size) -> None:
+    # The tests run with HF_HUB_OFFLINE=1: the catalog is listed as Suggested, one sentence says
+    # why the Hub is out of reach, and nothing here depends on a network.
+    assert snap_compare(make_app(), terminal_size=size, run_before=_go("5", _hub_ready))

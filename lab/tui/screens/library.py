@@ -17,13 +17,15 @@ from textual.widgets import DataTable, Static
 from lab.errors import LabError
 from lab.tui import data
 from lab.tui import format as fmt
-from lab.tui.messages import ModelDeleted, ModelDetailsLoaded, SpeedsLoaded
+from lab.tui.messages import LadderFound, ModelDeleted, ModelDetailsLoaded, ModelFiguresLoaded, SpeedsLoaded
 from lab.tui.screens.base import LabScreen
 
 COLUMNS = [
     ("name", "name"), ("source", "source"), ("arch", "arch"), ("params", "params"), ("quant", "quant"),
     ("size", "file size"), ("est", "est. mem"), ("fits", "fits"), ("pp", "pp t/s"), ("tg", "tg t/s"),
+    ("kld", "KLD"), ("acc", "acc"),
 ]
+FIGURE_WIDTHS = {"kld": 6, "acc": 4}
 
 
 def display_path(m: Any) -> str:
@@ -61,21 +63,49 @@ def summary_rows(entry: data.LibraryEntry, fit: data.Fit, available: int | None)
         ("available RAM", fmt.human_bytes(available)), ("fits", fit.label),
         ("last pp / tg", f"{fmt.ts(entry.pp_ts)} / {fmt.ts(entry.tg_ts)} t/s"),
     ]
-    return rows
+    return rows + quality_rows(entry)
+
+
+def quality_rows(entry: data.LibraryEntry) -> list[tuple[str, str]]:
+    """The detail panel's fidelity and accuracy figures: the newest quality row (against its
+    reference) and the newest eval run, "n/a" when never measured."""
+    q = entry.quality or {}
+    e = entry.evaluation or {}
+    reference = q.get("reference_filename") or q.get("reference_model_id")
+    kld = fmt.kld(q.get("kld_mean"))
+    if q.get("kld_p99") is not None:
+        kld += f" (p99 {fmt.kld(q['kld_p99'])})"
+    suite = fmt.NA
+    if e:
+        suite = f"{e.get('suite') or fmt.NA}, {fmt.num(e.get('n_items'))} items"
+        suite += ", constrained" if e.get("constrained") else ", free"
+    return [
+        ("KLD vs ref", kld + (f" vs {reference}" if reference else "")),
+        ("PPL ratio", fmt.ratio(q.get("ppl_ratio"))),
+        ("same top", fmt.share(q.get("same_top_p"), 1)),
+        ("accuracy", fmt.accuracy(e.get("accuracy"), e.get("accuracy_ci_low"), e.get("accuracy_ci_high"))
+         + (" (95% CI)" if e.get("accuracy_ci_low") is not None else "")),
+        ("format valid", fmt.share(e.get("format_valid_rate"))),
+        ("eval suite", suite),
+    ]
 
 
 class LibraryScreen(LabScreen):
     MODE = "library"
     HELP = ("Every local model: the models folder, the Hugging Face cache and the bundled demo. "
             "Memory is estimated from the GGUF header at the chosen context; pp/tg are the newest "
-            "measurements on this machine (n/a: never measured here).")
+            "measurements on this machine (n/a: never measured here); KLD (against the reference) "
+            "and acc (task accuracy) are the newest from any machine. L shows every quant of the "
+            "model's ladder side by side.")
 
     BINDINGS = [
         Binding("b", "benchmark", "Benchmark"),
         Binding("i", "inspect", "Inspect"),
+        Binding("L", "ladder", "Ladder", key_display="L"),
         Binding("d", "delete", "Delete"),
         Binding("plus,equals_sign,right_square_bracket", "context(1)", "Ctx+", key_display="+"),
-        Binding("minus,left_square_bracket", "context(-1)", "Ctx-", key_display="-"),
+        # not in the footer (the status line says "+/- to change"): at 80 columns the footer is full
+        Binding("minus,left_square_bracket", "context(-1)", "Ctx-", key_display="-", show=False),
         Binding("R", "rescan", "Rescan", key_display="R"),
     ]
 
@@ -98,7 +128,9 @@ class LibraryScreen(LabScreen):
         self.n_ctx = getattr(self.app, "default_context", 4096)
         table = self.query_one("#models", DataTable)
         for key, title in COLUMNS:
-            table.add_column(title, key=key)
+            # KLD and acc arrive after the rows: sized for "0.0123" / "100%" from the start, so
+            # filling them in does not re-lay out the table
+            table.add_column(title, key=key, width=FIGURE_WIDTHS.get(key))
         self.watch(self.app, "library", self._library_changed, init=True)
         self.watch(self.app, "machine", self._machine_changed, init=False)
         self.watch(self.app, "results_version", self._results_changed, init=False)
@@ -146,6 +178,8 @@ class LibraryScreen(LabScreen):
             right(fmt.human_bytes(fit.est_bytes)),
             self._fit_cell(fit),
             right(fmt.ts(e.pp_ts)), right(fmt.ts(e.tg_ts)),
+            right(fmt.kld((e.quality or {}).get("kld_mean"))),
+            right(fmt.share((e.evaluation or {}).get("accuracy"))),
         ]
 
     @staticmethod
@@ -193,9 +227,12 @@ class LibraryScreen(LabScreen):
         try:
             speeds = data.last_speeds(store, machine_id)
             ids = {key: mid for key, model in unknown.items() if (mid := data.known_model_id(store, model))}
+            quality, accuracy = data.model_figures(store)
         finally:
             store.close()
+        # in this order: the figures are matched by the model ids SpeedsLoaded fills in
         self.post_message(SpeedsLoaded(speeds, ids))
+        self.post_message(ModelFiguresLoaded(quality, accuracy))
 
     def on_speeds_loaded(self, message: SpeedsLoaded) -> None:
         table = self.query_one("#models", DataTable)
@@ -209,6 +246,21 @@ class LibraryScreen(LabScreen):
                 entry.pp_ts, entry.tg_ts = pp, tg
                 table.update_cell(key, "pp", Text(fmt.ts(pp), justify="right"))
                 table.update_cell(key, "tg", Text(fmt.ts(tg), justify="right"))
+        self._show_detail()
+
+    def on_model_figures_loaded(self, message: ModelFiguresLoaded) -> None:
+        table = self.query_one("#models", DataTable)
+        for key, entry in self.entries.items():
+            q = message.quality.get(entry.model_id or "")
+            e = message.accuracy.get(entry.model_id or "")
+            if q != entry.quality:
+                entry.quality = q
+                table.update_cell(key, "kld", Text(fmt.kld((q or {}).get("kld_mean")), justify="right"),
+                                  update_width=True)
+            if e != entry.evaluation:
+                entry.evaluation = e
+                table.update_cell(key, "acc", Text(fmt.share((e or {}).get("accuracy")), justify="right"),
+                                  update_width=True)
         self._show_detail()
 
     # -- detail panel
@@ -310,6 +362,32 @@ class LibraryScreen(LabScreen):
             rows.append(("tensors", f"{details['n_tensors']} ({', '.join(f'{k} x{v}' for k, v in sorted(s.tensor_types.items()))})"))
             rows.append(("GGUF version", str(details["gguf_version"])))
         self.app.push_screen(InspectScreen(entry.model.name, rows, details["metadata"]))
+
+    def action_ladder(self) -> None:
+        entry = self.selected()
+        if entry is None:
+            return
+        self._find_ladder(entry.bench_arg, entry.model_id)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="ladder")
+    def _find_ladder(self, model_arg: str, model_id: str | None) -> None:
+        store = self.app.open_store()  # type: ignore[attr-defined]
+        try:
+            base = data.ladder_base(store, model_id)
+        finally:
+            store.close()
+        self.post_message(LadderFound(model_arg, base))
+
+    def on_ladder_found(self, message: LadderFound) -> None:
+        from lab.tui.screens.ladder import LadderScreen
+
+        if message.base_model_id is None:
+            import shlex
+
+            self.notify(f"{message.model_arg} is in no ladder; build one with: "
+                        f"rightsizer models ladder {shlex.quote(message.model_arg)}", severity="warning")
+            return
+        self.app.push_screen(LadderScreen(message.base_model_id))
 
     def action_delete(self) -> None:
         from lab.tui.screens.dialogs import DeleteScreen

@@ -38,6 +38,9 @@ COLUMNS: list[tuple[str, str, str | None, bool]] = [
     ("est", "est. mem", "est_memory_bytes", True),
     ("threads", "thr", "n_threads", True),
     ("ngl", "ngl", "n_gpu_layers", True),
+    # the model's newest figures, joined per page (not sortable: they are not results columns)
+    ("kld", "KLD", None, True),
+    ("acc", "acc", None, True),
     ("status", "run", "run_id", False),
 ]
 SORTABLE = [c for c in COLUMNS if c[2]]
@@ -48,7 +51,8 @@ class ResultsScreen(LabScreen):
     MODE = "results"
     HELP = ("Filter with words and keys: 'smol quant:Q4_1 test:tg128 machine:host since:2025-06-01 "
             "run:ab12'. Bare words match the model file. Space selects rows (kept across pages); "
-            "c compares the selection side by side with the difference in percent.")
+            "c compares the selection side by side with the difference in percent. KLD and acc are "
+            "the model's newest KLD against its reference and task accuracy.")
 
     BINDINGS = [
         Binding("slash", "focus_filter", "Filter", key_display="/"),
@@ -119,6 +123,7 @@ class ResultsScreen(LabScreen):
         store = self.app.open_store()  # type: ignore[attr-defined]
         try:
             rows, has_more = data.results_page(store, filters, order, descending, PAGE_SIZE, offset)
+            data.attach_model_figures(store, rows)
             total = data.count_results(store, filters)
         except (LabError, ValueError) as exc:
             self.post_message(ResultsFailed(str(exc)))
@@ -148,6 +153,7 @@ class ResultsScreen(LabScreen):
                 right(fmt.human_bytes(row.get("peak_rss_bytes"))),
                 right(fmt.human_bytes(row.get("est_memory_bytes"))),
                 right(fmt.num(row.get("n_threads"))), right(fmt.num(row.get("n_gpu_layers"))),
+                right(fmt.kld(row.get("model_kld"))), right(fmt.share(row.get("model_accuracy"))),
                 (row.get("run_id") or "")[:8] + ("" if row.get("run_status") in (None, "ok") else f" {row['run_status']}"),
                 key=rid,
             )

@@ -6,7 +6,8 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-SCREENS = [("library", "1", "Library"), ("run", "2", "Run"), ("results", "3", "Results"), ("machine", "4", "Machine")]
+SCREENS = [("library", "1", "Library"), ("run", "2", "Run"), ("results", "3", "Results"), ("machine", "4", "Machine"),
+           ("hub", "5", "Hub")]
 
 
 class NavBar(Widget):

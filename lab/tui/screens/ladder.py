@@ -1,0 +1,151 @@
+"""Ladder: one row per quantization of a base model, largest first, with every figure a user
+right-sizes by — size, speed, memory, fidelity against the reference and task accuracy.
+
+Speed and memory are this machine's; KLD, PPL ratio and accuracy come from any machine (they
+belong to the file). Rows on the size / mean-KLD Pareto front are marked "front": no other
+quant is both smaller and closer to the reference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Static
+
+from lab.tui import data
+from lab.tui import format as fmt
+from lab.tui.messages import LadderLoaded
+from lab.tui.widgets.keybar import KeyBar
+from lab.tui.widgets.navbar import NavBar
+
+# column key, title, right-aligned. The file name comes last: the quant type already names the
+# row, and at 80 columns the figures matter more than a long shared file stem.
+COLUMNS: list[tuple[str, str, bool]] = [
+    ("mark", " ", False),
+    ("quant", "quant", False),
+    ("size", "size", True),
+    ("pp", "pp t/s", True),
+    ("tg", "tg t/s", True),
+    ("rss", "peak RSS", True),
+    ("kld", "KLD", True),
+    ("kld_p99", "KLD p99", True),
+    ("ppl_ratio", "PPL ratio", True),
+    ("same_top", "same top", True),
+    ("acc", "accuracy (95% CI)", True),
+    ("valid", "fmt valid", True),
+    ("fallback", "fallback", True),
+    ("file", "file", False),
+]
+
+
+def row_cells(row: dict[str, Any], front: set[str], reference_id: str | None = None) -> list[Any]:
+    """The table cells of one ladder row (a ``lab.ladder.ladder_table`` dict): the first marks
+    the base, the reference the KLD was measured against (when another file: a ladder built
+    from a quant has its F16 as reference) and the Pareto front."""
+    right = lambda v: Text(v, justify="right")  # noqa: E731
+    if row.get("is_base"):
+        mark = Text("base", style="bold")
+    elif row["model_id"] == reference_id:
+        mark = Text("ref", style="bold")
+    elif row["model_id"] in front:
+        mark = Text("front")
+    else:
+        mark = Text("")
+    return [
+        mark,
+        row.get("file_type") or fmt.NA,
+        right(fmt.human_bytes(row.get("size"))),
+        right(fmt.ts(row.get("pp"))),
+        right(fmt.ts(row.get("tg"))),
+        right(fmt.human_bytes(row.get("peak_rss_bytes"))),
+        right(fmt.kld(row.get("kld_mean"))),
+        right(fmt.kld(row.get("kld_p99"))),
+        right(fmt.ratio(row.get("ppl_ratio"))),
+        right(fmt.share(row.get("same_top_p"), 1)),
+        right(fmt.accuracy(row.get("accuracy"), row.get("accuracy_ci_low"), row.get("accuracy_ci_high"))),
+        right(fmt.share(row.get("format_valid_rate"))),
+        right(fmt.num(row.get("n_fallback"))),
+        row.get("model_filename") or fmt.NA,
+    ]
+
+
+def legend(ladder: data.Ladder, hostname: str | None) -> str:
+    """What the figures are measured on and against, in a line or two."""
+    rows = ladder.rows
+    parts = [f"speed and memory on {hostname or 'this machine'}"]
+    ref = ladder.reference
+    if ref is not None:
+        what = "the base" if ref.get("id") == ladder.base_model_id else ref.get("model_filename") or fmt.NA
+        parts.append(f"KLD vs {what} ({ref.get('file_type') or fmt.NA}{', ref' if what != 'the base' else ''})")
+    elif any(r.get("reference_model_id") for r in rows):
+        parts.append("KLD vs more than one reference")
+    suites = {(r.get("eval_suite"), r.get("eval_constrained")) for r in rows if r.get("eval_suite")}
+    if len(suites) == 1:
+        suite, constrained = next(iter(suites))
+        parts.append(f"accuracy on suite {suite}{', constrained' if constrained else ''}")
+    elif suites:
+        parts.append("accuracy: newest run per quant (suites differ)")
+    if ladder.front:
+        parts.append("front: no smaller quant has a lower KLD")
+    return " · ".join(parts)
+
+
+class LadderScreen(Screen[None]):
+    """Every quant of one base model, pushed from the Library (L)."""
+
+    HELP = ("One row per quant of the highlighted model's base, largest first: size, speed and "
+            "peak RSS on this machine, KLD and PPL ratio against the reference, task accuracy "
+            "with its 95% interval, format-valid rate and tensors that fell back to another type. "
+            "'front' marks quants no other quant beats on both size and KLD.")
+
+    BINDINGS = [Binding("escape,q", "app.pop_screen", "Back")]
+
+    def __init__(self, base_model_id: str) -> None:
+        super().__init__()
+        self.base_model_id = base_model_id
+        self.ladder: data.Ladder | None = None
+
+    def compose(self) -> ComposeResult:
+        yield NavBar("library", id="navbar")
+        with Vertical(id="ladder-main"):
+            yield Static("Ladder: loading…", id="ladder-title", markup=False)
+            yield Static("", id="ladder-legend", markup=False)
+            yield DataTable(id="ladder", cursor_type="row", zebra_stripes=True)
+        yield KeyBar()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#ladder", DataTable)
+        for key, title, _ in COLUMNS:
+            table.add_column(title, key=key)
+        table.focus()
+        machine = self.app.machine  # type: ignore[attr-defined]
+        self._load(self.base_model_id, machine.id if machine is not None else None)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="ladder")
+    def _load(self, base_model_id: str, machine_id: str | None) -> None:
+        store = self.app.open_store()  # type: ignore[attr-defined]
+        try:
+            ladder = data.load_ladder(store, base_model_id, machine_id)
+        finally:
+            store.close()
+        self.post_message(LadderLoaded(ladder))
+
+    def on_ladder_loaded(self, message: LadderLoaded) -> None:
+        ladder = self.ladder = message.ladder
+        table = self.query_one("#ladder", DataTable)
+        table.clear()
+        for row in ladder.rows:
+            reference_id = ladder.reference.get("id") if ladder.reference else None
+            table.add_row(*row_cells(row, ladder.front, reference_id), key=row["model_id"])
+        base = ladder.base.get("model_filename") if ladder.base else ladder.base_model_id[:12]
+        n = len(ladder.rows) - (1 if ladder.base else 0)
+        self.query_one("#ladder-title", Static).update(f"Ladder of {base}: {n} quant{'s' if n != 1 else ''}")
+        machine = self.app.machine  # type: ignore[attr-defined]
+        hostname = machine.fingerprint.get("hostname") if machine is not None else None
+        self.query_one("#ladder-legend", Static).update(legend(ladder, hostname))
