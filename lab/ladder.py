@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 def _newest_speed(store: "Store", model_id: str, kind: str, machine_id: str | None,
                   preferred: str) -> dict[str, Any] | None:
+    """The newest ``preferred`` test (else any of its kind) at the most threads measured: a
+    thread sweep (1,2) must not put one quant's 1-thread figure beside another's 2-thread one."""
     if kind == "pp":
         shape = "n_prompt > 0 and coalesce(n_gen, 0) = 0"
     else:
@@ -25,8 +27,8 @@ def _newest_speed(store: "Store", model_id: str, kind: str, machine_id: str | No
         where += " and machine_id = ?"
         params.append(machine_id)
     rows = store.query(
-        f"select test, avg_ts, stddev_ts, peak_rss_bytes, run_id, test_time from results where {where} "
-        f"order by (test = ?) desc, test_time desc limit 1", [*params, preferred])
+        f"select test, avg_ts, stddev_ts, peak_rss_bytes, n_threads, run_id, test_time from results where {where} "
+        f"order by (test = ?) desc, coalesce(n_threads, 0) desc, test_time desc limit 1", [*params, preferred])
     return rows[0] if rows else None
 
 
@@ -87,7 +89,8 @@ def ladder_table(store: "Store", base_model_id: str, *, machine_id: str | None =
 
     Keys: ``model_id``, ``model_filename``, ``file_type``, ``is_base``, ``size`` (file bytes),
     ``pp`` / ``tg`` (t/s, the newest pp512 / tg128 result, else the newest pp / tg test, with
-    ``pp_test`` / ``tg_test`` naming it), ``peak_rss_bytes`` (the newest successful bench run),
+    ``pp_test`` / ``tg_test`` naming it, at the most threads measured for that model),
+    ``peak_rss_bytes`` (the newest successful bench run),
     ``kld_mean``, ``kld_p99``, ``ppl``, ``ppl_ratio``, ``same_top_p`` (the newest quality row,
     against ``reference_model_id`` when given, else preferring a reference inside the ladder:
     F16/BF16/F32 first), ``accuracy``, ``accuracy_ci_low``, ``accuracy_ci_high``,

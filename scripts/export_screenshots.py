@@ -7,14 +7,25 @@ Everything shown is real: the app is ``RightsizerApp`` on a real database, this 
 fingerprint and gauges, and a real benchmark of the demo model started from the Run screen
 (pp512 and tg128 at 1 and 2 threads, 3 repetitions: about half a minute on two cores), which is
 captured live during tg and again when it is done. The results then feed the Results, Compare,
-Chart and run-detail screenshots. The database defaults to ``<lab home>/screenshots.db`` so
-that your own results are left alone; pass ``--db`` to use another.
+Chart and run-detail screenshots.
+
+Before the app opens, the ladder view gets real figures the way a user makes them, with the CLI:
+``models ladder demo`` (F16, Q8_0, Q4_0, Q2_K), ``bench`` of each rung, ``quality`` against the F16
+and ``eval`` on the bundled suite (a few minutes on two cores; skipped for rungs already
+measured in this database). The Hub screenshot shows the curated Suggested list, which needs no
+network.
+
+The database defaults to ``<lab home>/screenshots.db`` and the ladder files go to
+``<lab home>/screenshots-models`` (``RIGHTSIZER_MODELS``), so that your own results and models
+are left alone; pass ``--db`` to use another database.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,6 +41,49 @@ async def wait_for(pilot: Any, condition: Callable[[], bool], timeout: float = 6
         if time.monotonic() > deadline:
             raise SystemExit(f"export_screenshots: timed out waiting for {what or condition}")
         await pilot.pause(0.1)
+
+
+LADDER_TYPES = "F16,Q8_0,Q4_0,Q2_K"
+
+
+def cli(db: Path, *args: str) -> str:
+    """Run one ``rightsizer`` command as a user would; stop with its message if it fails."""
+    cmd = [sys.executable, "-m", "lab", *args, "--db", str(db)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"export_screenshots: {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def prepare_ladder(db: Path, threads: str) -> None:
+    """A real ladder of the demo model with speed, quality and accuracy measured (each step is
+    skipped when this database already has its figures)."""
+    import json
+    import sqlite3
+
+    from lab.library import demo_model_path
+    from lab.quantize import default_out_dir, ladder_filename
+
+    demo = demo_model_path()
+    assert demo is not None
+    print("  building the demo ladder and measuring it ...")
+    cli(db, "models", "ladder", "demo", "--types", LADDER_TYPES)
+    folder = default_out_dir(demo)
+    rungs = {t: str(folder / ladder_filename(demo, t)) for t in LADDER_TYPES.split(",")}
+    with sqlite3.connect(db) as con:
+        known = lambda table, col: {r[0] for r in con.execute(f"select m.path from {table} x join models m on m.id = x.{col}")}  # noqa: E731
+        benched, scored, evaluated = known("results", "model_id"), known("quality", "model_id"), known("eval_runs", "model_id")
+    todo = [p for p in rungs.values() if p not in benched]
+    if todo:
+        cli(db, "bench", *todo, "-p", "512", "-n", "128", "-r", "3", "-t", threads.split(",")[-1])
+    todo = [rungs[t] for t in ("Q8_0", "Q4_0", "Q2_K") if rungs[t] not in scored]
+    if todo:
+        cli(db, "quality", *todo, "-r", rungs["F16"], "--chunks", "8")
+    todo = [p for p in (str(demo), rungs["Q8_0"], rungs["Q4_0"], rungs["Q2_K"]) if p not in evaluated]
+    if todo:
+        out = json.loads(cli(db, "eval", *todo, "--suite", "demo", "--constraint", "on", "-o", "json"))
+        for run in out if isinstance(out, list) else [out]:
+            print(f"    eval {Path(run.get('model_filename') or '?').name}: accuracy {run.get('accuracy')}")
 
 
 async def export(db: Path, out: Path, size: tuple[int, int], threads: str, reps: str) -> list[Path]:
@@ -86,6 +140,17 @@ async def export(db: Path, out: Path, size: tuple[int, int], threads: str, reps:
         await wait_for(pilot, lambda: "n/a" not in str(table.get_row_at(demo_row)[9]), timeout=10, what="speeds")
         await pilot.pause(0.5)
         shot("library")
+        await pilot.press("L")
+        await wait_for(pilot, lambda: screen_is("LadderScreen")() and app.screen.query_one("#ladder").row_count >= 4,
+                       what="the ladder view")
+        await pilot.pause(0.5)
+        shot("ladder")
+        await pilot.press("escape", "5")
+        await wait_for(pilot, lambda: screen_is("HubScreen")() and app.screen.query_one("#hub-repos").row_count > 0,
+                       what="the Hub's Suggested list")
+        await pilot.pause(0.5)
+        shot("hub")
+        await pilot.press("1")
 
         await pilot.press("3")
         await wait_for(pilot, lambda: screen_is("ResultsScreen")() and app.screen.query_one("#results").row_count > 0,
@@ -144,7 +209,9 @@ def main() -> None:
     args = parser.parse_args()
     cols, rows = (int(x) for x in args.size.lower().split("x"))
     db = args.db or config.lab_home() / "screenshots.db"
-    print(f"export_screenshots: database {db}")
+    os.environ.setdefault("RIGHTSIZER_MODELS", str(config.lab_home() / "screenshots-models"))
+    print(f"export_screenshots: database {db}, models {os.environ['RIGHTSIZER_MODELS']}")
+    prepare_ladder(db, args.threads)
     saved = asyncio.run(export(db, args.out, (cols, rows), args.threads, args.reps))
     print(f"export_screenshots: {len(saved)} screenshots in {args.out}")
 

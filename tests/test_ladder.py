@@ -42,7 +42,10 @@ def test_ladder_table(tiny_gguf: Path, store, tmp_path: Path) -> None:
                                           "format_valid_rate"))
     assert [r["n_fallback"] for r in rows] == [None, 0, 1]  # the base was not built here
 
-    run_bench(BenchOptions(models=[str(q4)], n_prompt=[32], n_gen=[8], repetitions=1, threads=[1]), store)
+    # a thread sweep, 2 then 1: the ladder shows the 2-thread figures, not the newest (1-thread) ones
+    run_bench(BenchOptions(models=[str(q4)], n_prompt=[32], n_gen=[8], repetitions=1, threads=[2, 1]), store)
+    two = {r["test"]: r["avg_ts"] for r in store.query(
+        "select test, avg_ts from results where n_threads = 2 and model_filename = ?", [q4.name])}
     text = tmp_path / "t.txt"
     text.write_text(" ".join(["a quick test of the ladder view"] * 80))
     measure_quality(store, QualityOptions(models=[str(q8), str(q4)], reference=str(tiny_gguf), text=text,
@@ -54,7 +57,8 @@ def test_ladder_table(tiny_gguf: Path, store, tmp_path: Path) -> None:
     run_eval(store, EvalOptions(models=[str(q8)], suite=suite, n_threads=1))
 
     base_row, q8_row, q4_row = ladder_table(store, base_id)
-    assert q4_row["pp"] > 0 and q4_row["tg"] > 0 and q4_row["pp_test"] == "pp32" and q4_row["tg_test"] == "tg8"
+    assert q4_row["pp_test"] == "pp32" and q4_row["tg_test"] == "tg8"
+    assert (q4_row["pp"], q4_row["tg"]) == (two["pp32"], two["tg8"]) and q4_row["pp"] > 0
     assert q4_row["peak_rss_bytes"] > 0
     assert q8_row["pp"] is None and q8_row["peak_rss_bytes"] is None
     assert 0 < q8_row["kld_mean"] < q4_row["kld_mean"] and q8_row["ppl_ratio"] and q4_row["ppl_ratio"]

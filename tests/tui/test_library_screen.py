@@ -99,3 +99,13 @@ async def test_benchmark_opens_the_run_screen_with_the_model(make_app) -> None:
         await wait_for(pilot, lambda: type(app.screen).__name__ == "RunScreen")
         await pilot.pause()
         assert app.screen.query_one("#f-models", Input).value == "tiny-llama-4L.gguf"
+
+
+def test_ladder_rungs_are_named_by_their_file_in_the_table(tmp_path) -> None:
+    from lab.library import LocalModel
+    from lab.tui.screens.library import short_name
+
+    rung = LocalModel("ladders/Base/Base.Q8_0.gguf", tmp_path / "ladders/Base/Base.Q8_0.gguf", "models", 1)
+    mine = LocalModel("team/Base.Q8_0.gguf", tmp_path / "team/Base.Q8_0.gguf", "models", 1)
+    assert short_name(rung) == "Base.Q8_0.gguf"
+    assert short_name(mine) == "team/Base.Q8_0.gguf"

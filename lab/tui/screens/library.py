@@ -43,6 +43,14 @@ def display_path(m: Any) -> str:
     return str(m.path)
 
 
+def short_name(m: Any) -> str:
+    """The name column: a ladder rung by its file name (``ladders/<stem>/`` repeats on every
+    rung and would push the figures off screen); the full place is in the detail panel."""
+    if m.source == "models" and m.name.startswith("ladders/"):
+        return m.path.name
+    return m.name
+
+
 def summary_rows(entry: data.LibraryEntry, fit: data.Fit, available: int | None) -> list[tuple[str, str]]:
     """The detail panel's first block: figures from the header and the estimate."""
     s = entry.summary
@@ -170,7 +178,7 @@ class LibraryScreen(LabScreen):
         fit = self._fit(e)
         right = lambda v: Text(v, justify="right")  # noqa: E731
         return [
-            e.model.name, e.model.source,
+            short_name(e.model), e.model.source,
             s.arch if s else Text("unreadable", style="bold"),
             right(fmt.human_count(s.model_n_params) if s else fmt.NA),
             s.file_type if s else fmt.NA,
