@@ -63,18 +63,9 @@ def cli(ctx: click.Context, db_path: Path | None) -> None:
 
 
 def _register() -> None:
-    from lab.cli import bench, models
+    from lab.cli import bench, doctor, hub, models, quality, report, tui
 
-    for module in (bench, models):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-    for optional in ("lab.cli.tui", "lab.cli.doctor", "lab.cli.hub", "lab.cli.quality", "lab.cli.report"):
-        try:
-            module = __import__(optional, fromlist=["COMMANDS"])
-        except ModuleNotFoundError as exc:
-            if exc.name != optional:
-                raise
-            continue
+    for module in (bench, models, tui, doctor, hub, quality, report):
         for command in getattr(module, "COMMANDS", []):
             cli.add_command(command)
         for command in getattr(module, "MODEL_COMMANDS", []):

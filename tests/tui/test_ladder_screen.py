@@ -79,7 +79,7 @@ async def test_ladder_opens_with_every_quant_largest_first(make_app) -> None:
         assert _column(table, "valid") == ["100%", "100%", "95%"]
         assert _column(table, "fallback") == ["n/a", "0", "0"]  # the base was not built here
         text = screen_text(app)
-        assert "Ladder of SmolLM2-135M-Instruct.F16.gguf: 2 quants" in text
+        assert "Ladder of SmolLM2-135M-Instruct.F16.gguf: the base and 2 quants built from it" in text
         assert "speed and memory on lab-box" in text and "KLD vs the base (F16)" in text
         assert "accuracy on suite demo, constrained" in text
         await pilot.press("escape")

@@ -145,7 +145,9 @@ class LadderScreen(Screen[None]):
             table.add_row(*row_cells(row, ladder.front, reference_id), key=row["model_id"])
         base = ladder.base.get("model_filename") if ladder.base else ladder.base_model_id[:12]
         n = len(ladder.rows) - (1 if ladder.base else 0)
-        self.query_one("#ladder-title", Static).update(f"Ladder of {base}: {n} quant{'s' if n != 1 else ''}")
+        built = f"{n} quant{'s' if n != 1 else ''} built from it"
+        self.query_one("#ladder-title", Static).update(
+            f"Ladder of {base}: the base and {built}" if ladder.base else f"Ladder of {base}: {built}")
         machine = self.app.machine  # type: ignore[attr-defined]
         hostname = machine.fingerprint.get("hostname") if machine is not None else None
         self.query_one("#ladder-legend", Static).update(legend(ladder, hostname))
