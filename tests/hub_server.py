@@ -439,13 +439,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, body, headers, content_type="application/octet-stream", head=head)
             return
         # Promise the whole body, send part of it, then hang up.
-        self._status = status
-        self.send_response(status)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.end_headers()
+        self._promise(status, body, headers)
         self.wfile.write(body[:drop])
         self.wfile.flush()
         self._sent += min(drop, len(body))
@@ -453,13 +447,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_held(self, status: int, body: bytes, headers: dict[str, str], after: int,
                    release: threading.Event) -> None:
-        self._status = status
-        self.send_response(status)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.end_headers()
+        self._promise(status, body, headers)
         self.wfile.write(body[:after])
         self.wfile.flush()
         self._sent += min(after, len(body))
@@ -469,3 +457,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._sent += max(0, len(body) - after)
         except OSError:  # the client hung up (a cancelled download)
             self.close_connection = True
+
+    def _promise(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        """Send the status and headers of a whole ``body``, none of it yet."""
+        self._status = status
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
