@@ -184,8 +184,8 @@ def run_quantize_job(payload: dict[str, Any], emit: Callable[..., None]) -> None
     try:
         rc = L.llama_model_quantize(str(src).encode(), str(part).encode(), ctypes.byref(params))
     finally:
-        L.llama_log_set(ctypes.cast(None, L.llama_log_callback), ctypes.c_void_p(0))
         sys.stderr.flush()
+        llm.set_log(L)
     seconds = time.perf_counter() - t0
     if rc != 0:
         part.unlink(missing_ok=True)

@@ -132,6 +132,27 @@ def test_model_llama_cpp_cannot_load_is_a_failed_run(tiny_gguf: Path, tmp_path: 
     assert "llamx" in run["log_tail"]
 
 
+def test_llama_cpp_debug_lines_are_dropped_unless_asked_for(tiny_gguf: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    def log_lines() -> list[str]:
+        events: list[dict] = []
+        outcome = run_bench(BenchOptions(models=[str(tiny_gguf)], n_prompt=[8], n_gen=[2], repetitions=1),
+                            Store(tmp_path / "lab.db"), on_event=events.append)
+        assert outcome.status == "ok"
+        return [e["line"] for e in events if e["event"] == "log"]
+
+    monkeypatch.delenv("RIGHTSIZER_LLAMA_LOG", raising=False)
+    quiet = log_lines()
+    monkeypatch.setenv("RIGHTSIZER_LLAMA_LOG", "debug")
+    full = log_lines()
+    # per-tensor lines are llama.cpp debug output; the context's settings are info
+    assert not [ln for ln in quiet if ln.startswith("create_tensor")]
+    assert [ln for ln in full if ln.startswith("create_tensor")]
+    info = [ln for ln in quiet if ln.startswith("llama_context: n_ctx")]
+    assert info and set(info) <= set(full)
+    assert len(quiet) < len(full)
+
+
 def test_refuses_what_does_not_fit(tiny_gguf: Path) -> None:
     with pytest.raises(NotEnoughMemory, match="use --force"):
         plan(BenchOptions(models=[str(tiny_gguf)]), available_bytes=10_000)

@@ -8,6 +8,7 @@ on a small model, so the engine talks to ``llama_decode`` directly: batches of t
 from __future__ import annotations
 
 import ctypes
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,16 +18,44 @@ from lab.errors import LabError, ModelError
 
 _L: Any = None
 
+# ggml.h's enum ggml_log_level
+LOG_DEBUG, LOG_CONT = 1, 5
+LOG_ENV = "RIGHTSIZER_LLAMA_LOG"  # "debug": keep llama.cpp's debug lines too
+_log_callback: Any = None  # llama.cpp holds a pointer to it: it must outlive every call
+
+
+def set_log(L: Any) -> None:
+    """Send llama.cpp's log to stderr without its debug lines (unless $RIGHTSIZER_LLAMA_LOG is
+    "debug"). A model load prints thousands of per-tensor debug lines; they would bury the
+    lines that explain a failure in the crash report's tail and flood the app's log view."""
+    global _log_callback
+    if os.environ.get(LOG_ENV, "").strip().lower() == "debug":
+        # NULL restores llama.cpp's own logger: C writes to stderr, no Python callback per line.
+        L.llama_log_set(ctypes.cast(None, L.llama_log_callback), ctypes.c_void_p(0))
+        return
+    last = [0]
+
+    def on_log(level: int, text: bytes | None, _user: Any) -> None:
+        if level != LOG_CONT:
+            last[0] = level
+        if last[0] == LOG_DEBUG or not text:
+            return
+        view = memoryview(text)
+        while view:  # unbuffered: a line written before a crash must reach the parent
+            view = view[os.write(2, view):]
+
+    _log_callback = L.llama_log_callback(on_log)
+    L.llama_log_set(_log_callback, ctypes.c_void_p(0))
+
 
 def lib() -> Any:
-    """Import llama_cpp once, initialise the backend and send its log straight to stderr."""
+    """Import llama_cpp once, initialise the backend and route its log (``set_log``)."""
     global _L
     if _L is None:
         import llama_cpp as L
 
         L.llama_backend_init()
-        # NULL restores llama.cpp's own logger: C writes to stderr, no Python callback per line.
-        L.llama_log_set(ctypes.cast(None, L.llama_log_callback), ctypes.c_void_p(0))
+        set_log(L)
         _L = L
     return _L
 

@@ -98,12 +98,12 @@ def extra_bufts_ok(model_path: str | Path, file_type: str | None = None) -> bool
 
 
 def _child(path: str) -> int:
-    import ctypes
-
     import llama_cpp as L
 
+    from lab.engine.llm import set_log
+
     L.llama_backend_init()
-    L.llama_log_set(ctypes.cast(None, L.llama_log_callback), ctypes.c_void_p(0))
+    set_log(L)
     mp = L.llama_model_default_params()
     mp.use_extra_bufts = True
     model = L.llama_model_load_from_file(path.encode(), mp)
