@@ -23,6 +23,36 @@ async def test_number_keys_switch_screens_and_the_footer_shows_bindings(make_app
         assert "b Benchmark" in footer and "? Help" in footer
 
 
+async def test_a_screen_shown_again_takes_a_theme_changed_while_it_was_hidden(make_app) -> None:
+    from textual.color import Color
+
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("2")
+        dark = app.screen.query_one("#run-results").styles.background
+        await pilot.press("1")
+        app.theme = "textual-light"
+        await pilot.pause()
+        await pilot.press("2")
+        await pilot.pause()
+        light = app.screen.query_one("#run-results").styles.background
+        assert light != dark and app.screen.styles.background == Color.parse(app.current_theme.background)
+        # shown again with nothing changed, the screen is not restyled (that costs the UI thread
+        # ~70 ms per switch, more during a benchmark); the restyle above came from the theme
+        run = app.screen
+        restyles: list[int] = []
+        original = run.update_node_styles
+        run.update_node_styles = lambda *a, **k: (restyles.append(1), original(*a, **k))[1]  # type: ignore[method-assign]
+        await pilot.press("1", "2")
+        await pilot.pause()
+        assert app.screen is run and restyles == []
+        await pilot.press("1")
+        app.theme = "textual-dark"
+        await pilot.press("2")
+        await pilot.pause()
+        assert restyles and run.query_one("#run-results").styles.background == dark
+
+
 async def test_the_palette_offers_every_action_and_runs_it(make_app) -> None:
     app = make_app()
     async with app.run_test(size=(120, 36)) as pilot:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 from textual import on, work
 from textual.binding import Binding
@@ -296,22 +294,24 @@ class LibraryScreen(LabScreen):
             panel.update("No models found. Put .gguf files in the models folder, or install the demo model.")
             return
         fit = self._fit(entry)
-        grid = Table.grid(padding=(0, 1))
-        grid.add_column(style="bold", no_wrap=True)
-        grid.add_column(overflow="fold", ratio=1)
-        for key, value in summary_rows(entry, fit, self.app.memory_available()):  # type: ignore[attr-defined]
-            grid.add_row(key, value)
-        parts: list[Any] = [grid]
+        # One Text, not a Rich table: Textual measures and wraps it natively, where a table is
+        # re-rendered in full at every layout pass (each screen switch), ~50 ms for this panel.
+        rows = summary_rows(entry, fit, self.app.memory_available())  # type: ignore[attr-defined]
+        width = max(len(key) for key, _ in rows)
+        text = Text(overflow="fold")
+        for key, value in rows:
+            text.append(key.ljust(width), "bold").append(f" {value}\n")
         details = self.details.get(entry.key)
         if details is None and entry.summary is not None:
             self._load_details(entry.key, entry.model.path)
-            parts.append(Text("\nGGUF metadata: reading…"))
+            text.append("\nGGUF metadata: reading…")
         elif details is not None:
             # One "key value" line per entry, folded: long keys stay readable in a narrow panel.
-            parts.append(Text("\nGGUF metadata", style="bold underline"))
+            text.append("\nGGUF metadata\n", "bold underline")
             for key, value in details["metadata"].items():
-                parts.append(Text.assemble((key, "bold"), " ", str(value), overflow="fold"))
-        panel.update(Group(*parts))
+                text.append(key, "bold").append(f" {value}\n")
+        text.rstrip()
+        panel.update(text)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="details")
     def _load_details(self, key: str, path: Any) -> None:

@@ -184,6 +184,7 @@ class RunScreen(LabScreen):
         except LabError as exc:
             self._show_error(str(exc))
             return
+        self.app.settle_heap()  # type: ignore[attr-defined]
         self.live.begin()
         self.app.bench_cancel = threading.Event()  # type: ignore[attr-defined]
         self.query_one("#run-results", DataTable).clear()
