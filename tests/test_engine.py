@@ -223,3 +223,21 @@ def test_ctrl_c_in_the_cli_cancels_and_keeps_results(tiny_gguf: Path, tmp_path: 
     # no engine child is left behind
     children = subprocess.run(["pgrep", "-f", "lab.engine.worker"], capture_output=True, text=True).stdout.split()
     assert all(int(p) != proc.pid for p in children)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's prctl")
+def test_an_engine_whose_parent_is_killed_outright_stops_too(tiny_gguf: Path, tmp_path: Path) -> None:
+    import psutil
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lab", "bench", str(tiny_gguf), "-p", "16", "-n", "200000", "-r", "2",
+         "-o", "jsonl", "--db", str(tmp_path / "lab.db")],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, stdin=subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    assert json.loads(proc.stdout.readline())["test"] == "pp16"  # the engine is busy with tg200000: silent for many seconds
+    (engine,) = [c for c in psutil.Process(proc.pid).children() if "lab.engine.worker" in " ".join(c.cmdline())]
+    proc.kill()  # no chance to cancel anything: only the kernel can stop the engine now
+    proc.wait(timeout=30)
+    gone, alive = psutil.wait_procs([engine], timeout=10)
+    assert gone and not alive

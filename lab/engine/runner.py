@@ -61,6 +61,7 @@ def run_child(job: dict[str, Any], *, on_event: Callable[[dict[str, Any]], None]
     """
     child_env = dict(os.environ if env is None else env)
     child_env.setdefault("PYTHONUNBUFFERED", "1")
+    child_env["RIGHTSIZER_ENGINE_PARENT"] = str(os.getpid())  # see worker.die_with_parent
     # Large buffers always come from mmap and go back to the OS when freed, so a test's peak
     # RSS does not include a previous test's freed context (glibc otherwise raises the threshold).
     child_env.setdefault("MALLOC_MMAP_THRESHOLD_", "1048576")

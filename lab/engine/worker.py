@@ -10,6 +10,7 @@ values or a signal: a crash (the parent reports the tail of stderr).
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import json
 import os
@@ -58,6 +59,29 @@ def peak_rss_bytes() -> int | None:
     return maxrss if sys.platform == "darwin" else maxrss * 1024
 
 
+PARENT_ENV = "RIGHTSIZER_ENGINE_PARENT"
+
+
+def die_with_parent() -> None:
+    """Have the kernel kill this process when its parent dies (Linux).
+
+    The child runs in its own session so that a terminal's Ctrl-C reaches only the parent;
+    the flip side is that a parent killed outright (SIGKILL, a closed terminal, an OOM kill)
+    would leave the child benchmarking for nobody, holding the CPU and the model's memory.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    parent = os.environ.get(PARENT_ENV)
+    if parent and parent.isdigit() and os.getppid() != int(parent):
+        os._exit(143)  # the parent died before the request took effect
+
+
 def _handler(kind: str):
     target = protocol.JOB_HANDLERS.get(kind)
     if target is None:
@@ -67,6 +91,7 @@ def _handler(kind: str):
 
 
 def main() -> int:
+    die_with_parent()
     # The parent cancels with SIGTERM; exit promptly without a Python traceback.
     signal.signal(signal.SIGTERM, lambda *_: os._exit(143))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides on Ctrl-C
