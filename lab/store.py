@@ -17,17 +17,21 @@ The database is in WAL mode, and its schema version is stored in ``meta`` and mi
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from lab.errors import LabError
 from lab.ids import new_id, short_id  # noqa: F401  (re-exported)
+
+if TYPE_CHECKING:
+    # Imported where a Store opens: sqlite-utils pulls in numpy, ~0.3 s that the app's first
+    # paint should not wait for (``check_database`` needs only sqlite3).
+    import sqlite_utils
 
 SCHEMA_VERSION = 1
 
@@ -148,39 +152,65 @@ class StoreError(LabError):
     """The database file cannot be opened or is not a Rightsizer database."""
 
 
+@contextlib.contextmanager
+def _opening(path: Path) -> Iterator[None]:
+    """Turn what goes wrong while opening a database into one sentence."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"Cannot open database {path}: {exc}.") from exc
+    except OSError as exc:
+        raise StoreError(f"Cannot create database {path}: {exc.strerror}.") from exc
+
+
+def _read_version(conn: sqlite3.Connection, path: Path) -> int:
+    """The stored schema version (0: a new database); refuses one newer than this code."""
+    if not conn.execute("select 1 from sqlite_master where type = 'table' and name = 'meta'").fetchone():
+        return 0
+    row = conn.execute("select value from meta where key = 'schema_version'").fetchone()
+    version = int(row[0]) if row else 0
+    if version > len(MIGRATIONS):
+        raise StoreError(
+            f"Database {path} has schema version {version}, newer than this "
+            f"Rightsizer understands ({len(MIGRATIONS)}); upgrade Rightsizer."
+        )
+    return version
+
+
+def check_database(path: str | Path) -> None:
+    """Raise the StoreError that opening ``path`` would raise, cheaply: sqlite3 alone, no
+    migration (the app checks its database before the screen clears, then opens it in workers)."""
+    path = Path(path)
+    with _opening(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(sqlite3.connect(str(path), timeout=30)) as conn:
+            _read_version(conn, path)
+
+
 class Store:
     """One open database. Cheap to create; create one per thread."""
 
     def __init__(self, path: str | Path):
+        import sqlite_utils
+
         self.path = Path(path)
-        try:
+        with _opening(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
             self.db = sqlite_utils.Database(conn)
             self.db.execute("PRAGMA busy_timeout = 30000")
             self.db.enable_wal()
             self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"Cannot open database {self.path}: {exc}.") from exc
-        except OSError as exc:
-            raise StoreError(f"Cannot create database {self.path}: {exc.strerror}.") from exc
         self._lock = threading.Lock()
 
     # -- schema
     def schema_version(self) -> int:
-        if "meta" not in self.db.table_names():
-            return 0
-        row = self.db.execute("select value from meta where key = 'schema_version'").fetchone()
-        return int(row[0]) if row else 0
+        return _read_version(self.db.conn, self.path)
 
     def _migrate(self) -> None:
-        version = self.schema_version()
-        if version > len(MIGRATIONS):
-            raise StoreError(
-                f"Database {self.path} has schema version {version}, newer than this "
-                f"Rightsizer understands ({len(MIGRATIONS)}); upgrade Rightsizer."
-            )
-        for number in range(version + 1, len(MIGRATIONS) + 1):
+        # Every step is "create ... if not exists", so two processes migrating one new
+        # database at once both succeed.
+        for number in range(self.schema_version() + 1, len(MIGRATIONS) + 1):
             with self.db.conn:
                 MIGRATIONS[number - 1](self.db)
                 self.db["meta"].upsert({"key": "schema_version", "value": str(number)}, pk="key")
@@ -286,9 +316,11 @@ class Store:
 
     # -- reads
     def get(self, table: str, key: str) -> dict[str, Any] | None:
+        from sqlite_utils.db import NotFoundError
+
         try:
             return dict(self.db[table].get(key))
-        except sqlite_utils.db.NotFoundError:
+        except NotFoundError:
             return None
 
     def query(self, sql: str, params: Iterable[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lab import store as store_mod
-from lab.store import Store, StoreError
+from lab.store import Store, StoreError, check_database
 
 
 def _machine(id_: str = "m1", host: str = "box") -> dict:
@@ -38,13 +38,32 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     s.close()
     with pytest.raises(StoreError, match="newer than this"):
         Store(tmp_path / "lab.db")
+    with pytest.raises(StoreError, match="newer than this"):
+        check_database(tmp_path / "lab.db")
 
 
 def test_not_a_database(tmp_path: Path) -> None:
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StoreError, match="Cannot open database"):
+    with pytest.raises(StoreError, match="Cannot open database") as opened:
         Store(bad)
+    with pytest.raises(StoreError, match="Cannot open database") as checked:
+        check_database(bad)
+    assert str(checked.value) == str(opened.value)
+
+
+def test_check_database_accepts_a_new_or_current_database_without_migrating(tmp_path: Path) -> None:
+    fresh = tmp_path / "sub" / "new.db"
+    check_database(fresh)  # creates nothing but an empty file: the first Store migrates it
+    assert fresh.exists()
+    with sqlite3.connect(fresh) as con:
+        assert con.execute("select count(*) from sqlite_master").fetchone()[0] == 0
+    Store(fresh).close()
+    check_database(fresh)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StoreError, match="Cannot create database"):
+        check_database(blocker / "x.db")
 
 
 def test_ids_are_unique_and_time_ordered() -> None:

@@ -16,11 +16,11 @@ from lab.cli import db_option
 def launch(db_path: Path | None) -> None:
     """Open the app on ``db_path`` (None: the group's ``--db``, then the default database)."""
     from lab.cli import resolve_db
-    from lab.store import Store
+    from lab.store import check_database
     from lab.tui.app import RightsizerApp
 
     path = resolve_db(db_path)
-    Store(path).close()  # a database that cannot be opened is one sentence, before the screen clears
+    check_database(path)  # a database that cannot be opened is one sentence, before the screen clears
     app = RightsizerApp(db_path=path)
     try:
         app.run()

@@ -59,11 +59,11 @@ async def test_the_palette_offers_every_action_and_runs_it(make_app) -> None:
         titles = [c.title for c in app.get_system_commands(app.screen)]
         assert all(title in titles for title, *_ in COMMANDS)
         # every screen action the palette names exists on its screen
-        from lab.tui.app import RightsizerApp as A
+        from lab.tui.app import screen_class
 
         for title, _, mode, action in COMMANDS:
             if mode and action:
-                screen_cls = A.MODES[mode]
+                screen_cls = screen_class(mode)
                 assert hasattr(screen_cls, "action_" + action.split("(")[0]), title
         await pilot.press("ctrl+p")
         await pilot.press(*"compare sel")
@@ -129,3 +129,20 @@ def test_app_factory_takes_injected_machine_and_models(seeded_db) -> None:
 
     app = RightsizerApp(db_path=seeded_db, machine=machine_context(), models=[], cursor_blink=False)
     assert app.db_path == seeded_db and app.cursor_blink is False
+
+
+def test_the_first_paint_waits_only_for_the_first_screen(tmp_path) -> None:
+    # what `rightsizer` imports before the app draws: not sqlite-utils (numpy with it, ~0.3 s),
+    # not the other screens (~0.1 s); those come with the workers after the first paint
+    code = (
+        "import sys\n"
+        "from lab.cli.tui import launch\n"
+        "from lab.store import check_database\n"
+        f"check_database({str(tmp_path / 'lab.db')!r})\n"
+        "from lab.tui.app import RightsizerApp\n"
+        "print(sorted(m for m in ('sqlite_utils', 'numpy', 'lab.tui.screens.run', 'lab.tui.screens.results',"
+        " 'lab.tui.screens.machine', 'lab.tui.screens.hub', 'lab.tui.screens.library') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['lab.tui.screens.library']"
