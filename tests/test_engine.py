@@ -185,6 +185,31 @@ def test_cancel_event_stops_the_child(tiny_gguf: Path, tmp_path: Path) -> None:
     assert len(store.results(run=outcome.run_ids[0])) == 1
 
 
+def test_cancel_and_timeout_act_within_a_fraction_of_a_second(tiny_gguf: Path) -> None:
+    import time
+
+    # a job that keeps the engine silent for many seconds: tg200000 on the tiny model
+    job = BenchJob(ModelParams(str(tiny_gguf), repack=False),
+                   [BenchItem(TestSpec(n_gen=200_000), ContextParams(n_threads=1))], repetitions=1).to_wire()
+    cancel = threading.Event()
+    started: dict[str, float] = {}
+
+    def on_event(event: dict) -> None:
+        if event["event"] == protocol.TEST_START:
+            started["t"] = time.monotonic()
+            threading.Timer(0.5, cancel.set).start()
+
+    out = run_child(job, on_event=on_event, cancel=cancel)
+    assert out.status == "cancelled" and out.error == "cancelled by the user"
+    assert time.monotonic() - started["t"] < 0.5 + 0.5  # the watcher waits on the event, it does not poll
+
+    start = time.monotonic()
+    out = run_child(job, on_event=lambda e: None, timeout=2.0)
+    elapsed = time.monotonic() - start
+    assert out.status == "failed" and out.timed_out and out.error == "the engine took longer than 2 s and was stopped"
+    assert 2.0 <= elapsed < 2.0 + 1.0
+
+
 def test_worker_protocol_direct(tiny_gguf: Path) -> None:
     job = BenchJob(ModelParams(str(tiny_gguf), repack=False), [BenchItem(TestSpec(n_gen=4), ContextParams(n_threads=1))], repetitions=3)
     events: list[dict] = []
