@@ -30,6 +30,7 @@ async def test_a_screen_shown_again_takes_a_theme_changed_while_it_was_hidden(ma
     async with app.run_test(size=(120, 36)) as pilot:
         await pilot.press("2")
         dark = app.screen.query_one("#run-results").styles.background
+        gauge_dark = app.screen.query_one("#g-test").render_line(0)
         await pilot.press("1")
         app.theme = "textual-light"
         await pilot.pause()
@@ -37,6 +38,12 @@ async def test_a_screen_shown_again_takes_a_theme_changed_while_it_was_hidden(ma
         await pilot.pause()
         light = app.screen.query_one("#run-results").styles.background
         assert light != dark and app.screen.styles.background == Color.parse(app.current_theme.background)
+        # the dashboard's gauges draw their own strips with cached styles: those follow too
+        gauge = app.screen.query_one("#g-test")
+        gauge_light = gauge.render_line(0)
+        assert gauge_light.text == gauge_dark.text and gauge_light != gauge_dark
+        assert {seg.style.bgcolor.triplet.hex for seg in gauge_light if seg.style and seg.style.bgcolor} == {
+            gauge.background_colors[1].hex.lower()}
         # shown again with nothing changed, the screen is not restyled (that costs the UI thread
         # ~70 ms per switch, more during a benchmark); the restyle above came from the theme
         run = app.screen

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from rich.text import Text
-from textual.widget import Widget
+from lab.tui.widgets.strips import StripWidget
 
 _BLOCKS = " ▁▂▃▄▅▆▇█"
 
@@ -34,42 +33,40 @@ def render_rows(values: Sequence[float], width: int, height: int, top: float | N
     """``height`` text rows, top row first, of block columns scaled from 0 to ``top``."""
     cols = columns(values, width)
     ceiling = top if top else max(cols, default=0.0)
-    rows = []
-    for r in range(height - 1, -1, -1):
-        line = []
-        for v in cols:
-            eighths = 0 if ceiling <= 0 else int(round(max(0.0, min(v, ceiling)) / ceiling * height * 8))
-            cell = min(8, max(0, eighths - r * 8))
-            line.append(_BLOCKS[cell])
-        rows.append("".join(line).rjust(width))
-    return rows
+    scale = 0.0 if ceiling <= 0 else height * 8 / ceiling
+    eighths = [int(round(max(0.0, min(v, ceiling)) * scale)) for v in cols]
+    return ["".join(_BLOCKS[min(8, max(0, e - r * 8))] for e in eighths).rjust(width)
+            for r in range(height - 1, -1, -1)]
 
 
-class Curve(Widget):
+class Curve(StripWidget):
     """Title on the first line, the curve below it. Updated in place with :meth:`set`."""
 
     COMPONENT_CLASSES = {"curve--title", "curve--line"}
 
     def __init__(self, title: str, *, top: float | None = None, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)
         self.title_text = title
         self.top = top
         self.values: list[float] = []
+        self._rows: tuple[tuple[int, int], list[str]] | None = None  # (width, height) -> rows
 
     def set(self, values: Sequence[float] | None, title: str) -> None:
         values = list(values) if values else []
         if title == self.title_text and values == self.values:
             return
         self.title_text, self.values = title, values
+        self._rows = None
         self.refresh()
 
-    def render(self) -> Text:
-        width, height = self.size.width, self.size.height
-        out = Text(no_wrap=True, overflow="crop")
-        out.append(self.title_text[:width], self.get_component_rich_style("curve--title"))
-        if height > 1:
-            style = self.get_component_rich_style("curve--line")
-            for row in render_rows(self.values, width, height - 1, self.top):
-                out.append("\n")
-                out.append(row, style)
-        return out
+    def rows(self, width: int, height: int) -> list[str]:
+        """The curve's text rows at this size (computed once per change, not once per line)."""
+        if self._rows is None or self._rows[0] != (width, height):
+            self._rows = ((width, height), render_rows(self.values, width, height, self.top))
+        return self._rows[1]
+
+    def line_segments(self, y: int, width: int) -> list[tuple[str, str | None]]:
+        if y == 0:
+            return [(self.title_text[:width], "curve--title")]
+        rows = self.rows(width, self.size.height - 1)
+        return [(rows[y - 1], "curve--line")] if 0 < y <= len(rows) else []

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from rich.text import Text
 from textual.reactive import reactive
-from textual.widget import Widget
+
+from lab.tui.widgets.strips import StripWidget
 
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 
@@ -22,7 +22,7 @@ def bar_text(fraction: float | None, width: int) -> tuple[str, str]:
     return filled, " " * (width - len(filled))
 
 
-class Gauge(Widget):
+class Gauge(StripWidget):
     """A labelled horizontal bar. ``fraction`` None means "n/a" (dotted, never an empty 0)."""
 
     COMPONENT_CLASSES = {"gauge--label", "gauge--bar", "gauge--high", "gauge--empty", "gauge--text"}
@@ -33,7 +33,7 @@ class Gauge(Widget):
 
     def __init__(self, label: str = "", *, label_width: int = 8, text_width: int = 0, high: float = 0.9,
                  **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)
         self.label = label
         self.label_width = label_width
         self.text_width = text_width
@@ -50,18 +50,15 @@ class Gauge(Widget):
         if text != self.text:
             self.text = text
 
-    def render(self) -> Text:
+    def line_segments(self, y: int, width: int) -> list[tuple[str, str | None]]:
+        if y != 0:
+            return []
         label = self.label[: self.label_width].ljust(self.label_width) if self.label_width else ""
         text = self.text.rjust(self.text_width) if self.text_width else self.text
-        width = self.size.width - len(label) - len(text) - 3 - (1 if label else 0)
-        filled, empty = bar_text(self.fraction, width)
+        filled, empty = bar_text(self.fraction, width - len(label) - len(text) - 3 - (1 if label else 0))
         high = self.fraction is not None and self.fraction >= self.high
-        out = Text(no_wrap=True, overflow="crop")
-        if label:
-            out.append(label + " ", self.get_component_rich_style("gauge--label"))
-        out.append("▕", self.get_component_rich_style("gauge--empty"))
-        out.append(filled, self.get_component_rich_style("gauge--high" if high else "gauge--bar"))
-        out.append(empty, self.get_component_rich_style("gauge--empty"))
-        out.append("▏", self.get_component_rich_style("gauge--empty"))
-        out.append(" " + text, self.get_component_rich_style("gauge--text"))
-        return out
+        return [
+            (label + " " if label else "", "gauge--label"), ("▕", "gauge--empty"),
+            (filled, "gauge--high" if high else "gauge--bar"), (empty, "gauge--empty"), ("▏", "gauge--empty"),
+            (" " + text, "gauge--text"),
+        ]
