@@ -631,7 +631,7 @@ def build_options(form: dict[str, Any]) -> Any:
         n_depth=parse_ints(str(form.get("n_depth", "0")), "depth") or [0],
         repetitions=reps[0],
         threads=parse_ints(str(form.get("threads", "")), "threads", minimum=1),
-        n_gpu_layers=parse_ints(str(form.get("n_gpu_layers", "0")), "GPU layers") or [0],
+        n_gpu_layers=parse_ints(str(form.get("n_gpu_layers", "-1")), "GPU layers", minimum=-1) or [-1],
         n_batch=parse_ints(str(form.get("n_batch", "2048")), "batch", minimum=1) or [2048],
         n_ubatch=parse_ints(str(form.get("n_ubatch", "512")), "ubatch", minimum=1) or [512],
         chat=bool(form.get("chat")),

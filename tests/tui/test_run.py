@@ -131,3 +131,18 @@ async def test_bad_input_is_one_sentence_and_starts_nothing(make_app) -> None:
         fill(app, models="demo", repetitions="0")
         await pilot.press("ctrl+r")
         assert "repetitions values must be at least 1" in screen_text(app)
+
+
+async def test_the_run_screen_starts_from_the_clis_defaults(make_app) -> None:
+    # the same run asked from either face stores the same config (the app adds the chat test)
+    from lab.bench import BenchOptions
+    from lab.tui import data
+
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await open_run_screen(app, pilot)
+        options = data.build_options(dict(app.screen.form(), models="demo"))
+    cli = BenchOptions(models=["demo"])
+    for name in ("n_prompt", "n_gen", "pg", "n_depth", "repetitions", "n_gpu_layers", "n_batch", "n_ubatch"):
+        assert getattr(options, name) == getattr(cli, name), name
+    assert options.threads == [2] and options.chat is True

@@ -37,7 +37,7 @@ CURVE_EVERY = 2  # curves and clock-driven figures (ETAs) at 1 Hz; what an event
 FIELDS_TESTS = [("n_prompt", "pp", "512"), ("n_gen", "tg", "128"), ("pg", "pg", ""),
                 ("n_depth", "depth", "0"), ("repetitions", "reps", "5")]
 FIELDS_PARAMS = [("threads", "threads", ""), ("n_batch", "batch", "2048"), ("n_ubatch", "ubatch", "512"),
-                 ("n_gpu_layers", "GPU layers", "0")]
+                 ("n_gpu_layers", "GPU layers", "-1")]  # -1: all layers, as on the CLI and llama-bench
 
 RESULT_COLUMNS = [("model", "model"), ("test", "test"), ("ts", "t/s"), ("reps", "reps"),
                   ("rss", "peak RSS"), ("est", "est. mem"), ("cpu", "CPU %"), ("ttft", "TTFT ms")]
@@ -83,9 +83,10 @@ class RunScreen(LabScreen):
                 for key, label, default in FIELDS_PARAMS:
                     classes = "field-label" + (" gpu-only" if key == "n_gpu_layers" else "")
                     yield Label(label, classes=classes)
-                    yield self.make_input(default, id=f"f-{key}",
-                                          classes="field" + (" gpu-only" if key == "n_gpu_layers" else ""),
-                                          restrict=r"[0-9, ]*", placeholder="cores" if key == "threads" else "")
+                    gpu = key == "n_gpu_layers"
+                    yield self.make_input(default, id=f"f-{key}", classes="field" + (" gpu-only" if gpu else ""),
+                                          restrict=r"[-0-9, ]*" if gpu else r"[0-9, ]*",
+                                          placeholder={"threads": "cores", "n_gpu_layers": "-1 all"}.get(key, ""))
         with Horizontal(id="run-dash"):
             with Vertical(id="run-left"):
                 yield Line("Ready: ctrl+r starts the run.", id="run-title")
@@ -161,9 +162,8 @@ class RunScreen(LabScreen):
         for key, _, _ in FIELDS_TESTS + FIELDS_PARAMS:
             values[key] = self.query_one(f"#f-{key}", Input).value
         values["chat"] = self.query_one("#f-chat", Checkbox).value
-        machine = self.app.machine  # type: ignore[attr-defined]
-        if machine is None or not machine.gpu_offload:
-            values["n_gpu_layers"] = "0"
+        # Without offload the field is hidden and keeps its default, -1, as the CLI's -ngl does:
+        # the same run stores the same config from either face.
         return values
 
     @on(Button.Pressed, "#start")
