@@ -16,6 +16,10 @@ from typing import Any, Callable
 
 CURVE_POINTS = 240  # samples kept for the live curves (24 s at 10 Hz)
 LOG_LINES_PER_DRAIN = 400
+# On two cores every repaint takes the UI thread from one of llama.cpp's threads, and the other
+# waits for it at the next barrier (a plain Textual app redrawing at 10 Hz cost ~10% of tg).
+BEAT_S = 1.0  # what only the clock moves (ETAs) and the curves: repainted at least this often
+QUIET_BEAT_S = 2.0  # ... while a test is being timed (pp, tg, chat), when the UI costs most
 
 
 @dataclass
@@ -37,6 +41,8 @@ class LiveRun:
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
         self.inbox: collections.deque[dict[str, Any]] = collections.deque()
+        self.painted_at = float("-inf")  # when the dashboard last repainted (time.monotonic)
+        self.samples_waiting = False  # samples folded since that repaint
         self.reset()
 
     def reset(self) -> None:
@@ -116,8 +122,9 @@ class LiveRun:
             self.chat_tokens = None
             out.progress = True
         elif kind == "token":
+            # the token count of the answer being generated: shown at the next beat, not
+            # repainted per token while latency is being measured
             self.chat_tokens = e.get("tokens")
-            out.progress = True
         elif kind == "test_start":
             self.test_index = int(e.get("index", 0))
             self.test_name = e.get("test")
@@ -154,6 +161,18 @@ class LiveRun:
                 self.failures.append(f"{self.model_filename or 'run'}: {e['error']}")
             out.run_ends.append(e)
             out.progress = True
+
+    def repaint_due(self, drained: Drained, now: float) -> bool:
+        """Whether the dashboard should repaint after this drain: at once when an event changed
+        something (a repetition, a result), else once per beat, so that the curves and the ETAs
+        move together; while a test is being timed the beat is slower."""
+        self.samples_waiting = self.samples_waiting or drained.samples
+        timing = self.status == "running" and self.test_name is not None
+        beat = QUIET_BEAT_S if timing else BEAT_S
+        if drained.progress or not self.active or now - self.painted_at >= beat:
+            self.painted_at = now
+            return True
+        return False
 
     # -- figures for the dashboard
     @property

@@ -88,6 +88,31 @@ def test_live_run_folds_events_and_keeps_what_it_knew() -> None:
     assert live.failures == ["m.gguf: the engine was killed by SIGKILL"]
 
 
+def test_live_run_repaints_on_events_and_otherwise_on_a_slower_beat_while_timing() -> None:
+    from lab.tui.live import BEAT_S, QUIET_BEAT_S
+
+    live = LiveRun()
+    live.begin()
+    sample = {"event": "sample", "sample": {"rss_bytes": 1 << 20, "cpu_percent": 100.0}}
+
+    def tick(now: float, *events: dict) -> bool:
+        for event in events:
+            live.post(event)
+        return live.repaint_due(live.drain(), now)
+
+    assert tick(0.0, {"event": "run_start", "model_filename": "m.gguf", "tests": ["tg128"], "repetitions": 2})
+    assert not tick(0.5, sample) and live.samples_waiting  # loading: samples wait for the beat
+    assert tick(BEAT_S, sample)
+    assert tick(BEAT_S + 0.5, {"event": "test_start", "index": 0, "test": "tg128", "reps": 2})
+    # a test is being timed: samples and generated tokens wait for the slower beat ...
+    assert not tick(BEAT_S + 0.5 + BEAT_S, sample, {"event": "token", "tokens": 3})
+    assert tick(BEAT_S + 0.5 + QUIET_BEAT_S, sample)
+    # ... a finished repetition shows at the next tick
+    assert tick(BEAT_S + 0.5 + QUIET_BEAT_S + 0.5, {"event": "rep", "index": 0, "rep": 0, "ns": 1e9, "ts": 128.0})
+    live.status = "ok"  # the run is over: everything shows at once
+    assert tick(BEAT_S + 0.5 + QUIET_BEAT_S + 0.6, sample)
+
+
 def test_live_run_caps_a_burst_of_log_lines() -> None:
     live = LiveRun()
     for i in range(1000):

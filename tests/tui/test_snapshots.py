@@ -133,6 +133,9 @@ def test_ladder(make_app, snap_compare, size) -> None:
         table.move_cursor(row=table.get_row_index(demo))
         await pilot.press("L")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "LadderScreen" and app.screen.ladder is not None)
+        # the rows are in; the table sizes its columns to them on its next idle
+        ladder = app.screen.query_one("#ladder")
+        await wait_for(pilot, lambda: ladder.row_count and not ladder._require_update_dimensions)
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=size, run_before=run_before)

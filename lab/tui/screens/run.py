@@ -3,12 +3,15 @@
 The run itself is ``lab.bench.run_bench`` in a thread worker, exactly what ``rightsizer bench``
 calls. Its events land in the app's ``LiveRun`` (an append per event); a 2 Hz timer folds them
 and updates the widgets in place. On two cores the UI competes with the benchmark for CPU, so
-the dashboard never redraws faster than that, and nothing is rebuilt while a run is going.
+the dashboard repaints only when an event changed something (a repetition, a result) and
+otherwise once a second, or every two seconds while a test is being timed; nothing is rebuilt
+while a run is going.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Iterable
 
 from rich.text import Text
@@ -30,8 +33,7 @@ from lab.tui.widgets.curve import Curve
 from lab.tui.widgets.gauge import Gauge
 from lab.tui.widgets.line import Line
 
-REFRESH_S = 0.5  # 2 Hz: an event shows within half a second; a plain app at 10 Hz cost ~10% of tg
-CURVE_EVERY = 2  # curves and clock-driven figures (ETAs) at 1 Hz; what an event changed at 2 Hz
+REFRESH_S = 0.5  # events (a repetition done, a result) show at the next tick; see LiveRun.repaint_due
 
 # field id, label, default, width class
 FIELDS_TESTS = [("n_prompt", "pp", "512"), ("n_gen", "tg", "128"), ("pg", "pg", ""),
@@ -58,7 +60,6 @@ class RunScreen(LabScreen):
     def __init__(self) -> None:
         super().__init__()
         self._last: dict[str, str] = {}  # text last written per widget id: skip same-text updates
-        self._ticks = 0
         self._threads_touched = False
 
     @property
@@ -282,11 +283,8 @@ class RunScreen(LabScreen):
         self._apply(self.live.drain())
 
     def _apply(self, drained: Drained) -> None:
-        self._ticks += 1
-        # What only the clock moves (ETAs) and the curves repaint together once a second; what
-        # an event changed (a repetition, a result) shows at the next tick. Each repaint takes
-        # the UI thread from llama.cpp's threads on two cores, so fewer, batched repaints.
-        on_beat = self._ticks % CURVE_EVERY == 0 or not self.live.active
+        live = self.live
+        paint = live.repaint_due(drained, time.monotonic())
         if drained.log_lines:
             log = self.query_one("#run-log", Log)
             if drained.dropped_log_lines:
@@ -297,9 +295,10 @@ class RunScreen(LabScreen):
         for end in drained.run_ends:
             if end.get("status") == "failed":
                 self._show_error(f"{self.live.model_filename}: {end.get('error')}")
-        if drained.samples and on_beat:
-            self._render_samples()
-        if drained.progress or on_beat:
+        if paint:
+            if live.samples_waiting:
+                live.samples_waiting = False
+                self._render_samples()
             self._render_progress()
 
     def _write(self, widget_id: str, text: str) -> None:
