@@ -13,18 +13,27 @@ def _table(app) -> DataTable:
     return app.screen.query_one("#models", DataTable)
 
 
+def cells(table: DataTable, row: int) -> dict[str, str]:
+    """Row ``row`` as {column key: text}."""
+    return {str(col.key.value): str(value) for col, value in zip(table.ordered_columns, table.get_row_at(row))}
+
+
 async def test_library_lists_models_with_fit_speed_and_metadata(make_app) -> None:
     app = make_app()
     async with app.run_test(size=(140, 40)) as pilot:
         await wait_for(pilot, lambda: app.library is not None and _table(app).row_count == 3)
         table = _table(app)
-        rows = {table.get_row_at(i)[0]: table.get_row_at(i) for i in range(table.row_count)}
+        rows = {cells(table, i)["name"]: i for i in range(table.row_count)}
         assert set(rows) == {"tiny-llama-2L.gguf", "tiny-llama-4L.gguf", "demo"}
-        tiny = [str(c) for c in rows["tiny-llama-2L.gguf"]]
-        assert tiny[1:3] == ["models", "llama"] and tiny[7] == "yes"
-        await wait_for(pilot, lambda: "9000.0" in [str(c) for c in table.get_row_at(0)])
-        assert [str(c) for c in table.get_row_at(0)][8:10] == ["9000.0", "2400.0"]  # newest pp/tg on lab-box
-        assert [str(c) for c in rows["demo"]][8:10] == ["n/a", "n/a"]  # never measured here
+        tiny = cells(table, rows["tiny-llama-2L.gguf"])
+        assert (tiny["source"], tiny["arch"], tiny["fits"]) == ("models", "llama", "yes")
+        await wait_for(pilot, lambda: cells(table, 0)["pp"] == "9000.0")
+        assert (cells(table, 0)["pp"], cells(table, 0)["tg"]) == ("9000.0", "2400.0")  # newest pp/tg on lab-box
+        demo = cells(table, rows["demo"])
+        assert (demo["pp"], demo["tg"]) == ("n/a", "n/a")  # never measured here
+        # the figures that decide come first: at 80 columns the table reaches tg without scrolling
+        assert [c.label.plain for c in table.ordered_columns][:7] == [
+            "name", "quant", "file size", "est. mem", "fits", "pp t/s", "tg t/s"]
         key = str(app.screen.entries and next(iter(app.screen.entries)))
         await wait_for(pilot, lambda: key in app.screen.details)
         assert app.screen.details[key]["metadata"]["general.name"] == "tiny-test-llama"
@@ -37,11 +46,11 @@ async def test_context_keys_change_the_memory_estimate(make_app) -> None:
     app = make_app()
     async with app.run_test(size=(140, 40)) as pilot:
         await wait_for(pilot, lambda: _table(app).row_count == 3)
-        demo = next(i for i in range(3) if str(_table(app).get_row_at(i)[0]) == "demo")
-        before = str(_table(app).get_row_at(demo)[6])
+        demo = next(i for i in range(3) if cells(_table(app), i)["name"] == "demo")
+        before = cells(_table(app), demo)["est"]
         await pilot.press("plus", "plus")
         assert "16384 tokens" in screen_text(app)
-        after = str(_table(app).get_row_at(demo)[6])
+        after = cells(_table(app), demo)["est"]
         assert before != after and after.endswith("MiB")
         await pilot.press("minus")
         assert "8192 tokens" in screen_text(app)

@@ -18,10 +18,11 @@ from lab.tui import format as fmt
 from lab.tui.messages import LadderFound, ModelDeleted, ModelDetailsLoaded, ModelFiguresLoaded, SpeedsLoaded
 from lab.tui.screens.base import LabScreen
 
+# What decides first (at 80 columns the table ends about at tg), what describes the file last.
 COLUMNS = [
-    ("name", "name"), ("source", "source"), ("arch", "arch"), ("params", "params"), ("quant", "quant"),
-    ("size", "file size"), ("est", "est. mem"), ("fits", "fits"), ("pp", "pp t/s"), ("tg", "tg t/s"),
-    ("kld", "KLD"), ("acc", "acc"),
+    ("name", "name"), ("quant", "quant"), ("size", "file size"), ("est", "est. mem"), ("fits", "fits"),
+    ("pp", "pp t/s"), ("tg", "tg t/s"), ("kld", "KLD"), ("acc", "acc"), ("params", "params"), ("arch", "arch"),
+    ("source", "source"),
 ]
 FIGURE_WIDTHS = {"kld": 6, "acc": 4}
 
@@ -175,18 +176,16 @@ class LibraryScreen(LabScreen):
         s = e.summary
         fit = self._fit(e)
         right = lambda v: Text(v, justify="right")  # noqa: E731
-        return [
-            short_name(e.model), e.model.source,
-            s.arch if s else Text("unreadable", style="bold"),
-            right(fmt.human_count(s.model_n_params) if s else fmt.NA),
-            s.file_type if s else fmt.NA,
-            right(fmt.human_bytes(e.model.size)),
-            right(fmt.human_bytes(fit.est_bytes)),
-            self._fit_cell(fit),
-            right(fmt.ts(e.pp_ts)), right(fmt.ts(e.tg_ts)),
-            right(fmt.kld((e.quality or {}).get("kld_mean"))),
-            right(fmt.share((e.evaluation or {}).get("accuracy"))),
-        ]
+        cells = {
+            "name": short_name(e.model), "quant": s.file_type if s else fmt.NA,
+            "size": right(fmt.human_bytes(e.model.size)), "est": right(fmt.human_bytes(fit.est_bytes)),
+            "fits": self._fit_cell(fit), "pp": right(fmt.ts(e.pp_ts)), "tg": right(fmt.ts(e.tg_ts)),
+            "kld": right(fmt.kld((e.quality or {}).get("kld_mean"))),
+            "acc": right(fmt.share((e.evaluation or {}).get("accuracy"))),
+            "params": right(fmt.human_count(s.model_n_params) if s else fmt.NA),
+            "arch": s.arch if s else Text("unreadable", style="bold"), "source": e.model.source,
+        }
+        return [cells[key] for key, _ in COLUMNS]
 
     @staticmethod
     def _fit_cell(fit: data.Fit) -> Text:
