@@ -89,7 +89,7 @@ async def test_cancel_keeps_finished_tests_and_keys_answer_during_tg(make_app, t
             await pilot.pause(0.2)
         assert type(app.screen).__name__ == "RunScreen" and app.live.active, "the run ended before the probe did"
         print("key answer times during tg (ms):", [round(x * 1000) for x in latencies])
-        assert statistics.median(latencies) < 0.1 and max(latencies) < 1.0, latencies
+        assert statistics.median(latencies) < 0.1 and max(latencies) < 0.5, latencies
         await pilot.press("c")
         await wait_for(pilot, lambda: not app.live.active, timeout=30)
         assert app.live.status == "cancelled"
