@@ -118,3 +118,14 @@ def test_ladder_rungs_are_named_by_their_file_in_the_table(tmp_path) -> None:
     mine = LocalModel("team/Base.Q8_0.gguf", tmp_path / "team/Base.Q8_0.gguf", "models", 1)
     assert short_name(rung) == "Base.Q8_0.gguf"
     assert short_name(mine) == "team/Base.Q8_0.gguf"
+
+
+def test_detail_values_wrap_under_their_column() -> None:
+    from lab.tui.screens.library import detail_text
+
+    text = detail_text([("file", "<models>/ladders/SmolLM2-135M-Instruct/SmolLM2.Q4_0.gguf"), ("fits", "yes")], 30)
+    lines = text.plain.splitlines()
+    assert lines[0] == "file <models>/ladders/SmolLM2-" and all(ln.startswith("     ") for ln in lines[1:-1])
+    assert "".join(ln.strip() for ln in lines[1:-1]) == "135M-Instruct/SmolLM2.Q4_0.gguf"
+    assert lines[-1] == "fits yes"
+    assert detail_text([("file", "x" * 40)], 10).plain == "file " + "x" * 40 + "\n"  # too narrow: Textual folds it

@@ -3,10 +3,11 @@ fast it last ran here. A detail panel shows the highlighted model's GGUF metadat
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import textwrap
+from typing import Any, Callable, Iterable
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widget import Widget
@@ -97,6 +98,31 @@ def quality_rows(entry: data.LibraryEntry) -> list[tuple[str, str]]:
     ]
 
 
+def detail_text(rows: list[tuple[str, str]], width: int) -> Text:
+    """Label and value columns as one Text: a value too long for the panel continues under
+    its column (wrapped here, since Textual would wrap it back to the panel's edge)."""
+    label_width = max((len(key) for key, _ in rows), default=0)
+    value_width = width - label_width - 1
+    text = Text(overflow="fold")
+    for key, value in rows:
+        lines = textwrap.wrap(value, value_width, break_on_hyphens=False) if value_width >= 12 else []
+        text.append(key.ljust(label_width), "bold").append(f" {lines[0] if lines else value}\n")
+        for more in lines[1:]:
+            text.append(" " * (label_width + 1) + more + "\n")
+    return text
+
+
+class DetailText(Static):
+    """The detail panel's text; calls ``on_width`` when its width changes (it is re-wrapped)."""
+
+    def __init__(self, on_width: Callable[[int], None], **kwargs: Any) -> None:
+        super().__init__("n/a", markup=False, **kwargs)
+        self.on_width = on_width
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.on_width(event.size.width)
+
+
 class LibraryScreen(LabScreen):
     MODE = "library"
     HELP = ("Every local model: the models folder, the Hugging Face cache and the bundled demo. "
@@ -122,6 +148,7 @@ class LibraryScreen(LabScreen):
         self.details: dict[str, dict[str, Any]] = {}
         self.speeds_version = -1
         self.n_ctx = 4096
+        self._detail_width = 0
 
     def compose_body(self) -> Iterable[Widget]:
         with Vertical(id="library-main"):
@@ -129,7 +156,7 @@ class LibraryScreen(LabScreen):
             with Horizontal(id="library-body"):
                 yield DataTable(id="models", cursor_type="row", zebra_stripes=True)
                 with VerticalScroll(id="model-detail"):
-                    yield Static("n/a", id="model-detail-text")
+                    yield DetailText(self._detail_resized, id="model-detail-text")
 
     def on_mount(self) -> None:
         self.n_ctx = getattr(self.app, "default_context", 4096)
@@ -296,10 +323,8 @@ class LibraryScreen(LabScreen):
         # One Text, not a Rich table: Textual measures and wraps it natively, where a table is
         # re-rendered in full at every layout pass (each screen switch), ~50 ms for this panel.
         rows = summary_rows(entry, fit, self.app.memory_available())  # type: ignore[attr-defined]
-        width = max(len(key) for key, _ in rows)
-        text = Text(overflow="fold")
-        for key, value in rows:
-            text.append(key.ljust(width), "bold").append(f" {value}\n")
+        self._detail_width = panel.size.width
+        text = detail_text(rows, self._detail_width)
         details = self.details.get(entry.key)
         if details is None and entry.summary is not None:
             self._load_details(entry.key, entry.model.path)
@@ -311,6 +336,10 @@ class LibraryScreen(LabScreen):
                 text.append(key, "bold").append(f" {value}\n")
         text.rstrip()
         panel.update(text)
+
+    def _detail_resized(self, width: int) -> None:
+        if width != self._detail_width:  # the values are wrapped to the panel's width
+            self._show_detail()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="details")
     def _load_details(self, key: str, path: Any) -> None:
