@@ -87,11 +87,13 @@ class RunDetailLoaded(Message):
 
 
 class SystemPolled(Message):
-    """One reading of the whole machine for the Machine screen."""
+    """One reading of the whole machine for the Machine screen; ``sizing_only`` when it was
+    taken only to size the screen's gauges (its figures are not shown)."""
 
-    def __init__(self, reading: Any) -> None:  # data.SystemReading
+    def __init__(self, reading: Any, sizing_only: bool = False) -> None:  # data.SystemReading
         super().__init__()
         self.reading = reading
+        self.sizing_only = sizing_only
 
 
 class BenchFinished(Message):

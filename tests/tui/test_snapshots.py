@@ -107,15 +107,21 @@ def test_run_detail(make_app, snap_compare) -> None:
     assert snap_compare(make_app(), terminal_size=(140, 44), run_before=run_before)
 
 
+def _machine_drawn(app) -> bool:
+    """A reading taken while the screen is shown has been drawn (the one taken when it was
+    built, hidden, only sizes it)."""
+    return app.screen.query_one("#g-cpu").fraction is not None
+
+
 def test_machine(make_app, snap_compare) -> None:
-    ready = _go("4", lambda app: type(app.screen).__name__ == "MachineScreen" and app.probe.reads >= 1
+    ready = _go("4", lambda app: type(app.screen).__name__ == "MachineScreen" and _machine_drawn(app)
                 and len(app.screen.query(".core")) == 2)
     assert snap_compare(make_app(), terminal_size=(130, 34), run_before=ready)
 
 
 def test_machine_with_gpu(make_app, snap_compare) -> None:
-    ready = _go("4", lambda app: type(app.screen).__name__ == "MachineScreen" and app.probe.reads >= 1
-                and bool(app.screen.query("#gpu0-temp")))
+    ready = _go("4", lambda app: type(app.screen).__name__ == "MachineScreen" and _machine_drawn(app)
+                and bool(app.screen.query("#gpu0-temp")) and "°C" in str(app.screen.query_one("#gpu0-temp").render()))
     assert snap_compare(make_app(gpu=True), terminal_size=(130, 40), run_before=ready)
 
 

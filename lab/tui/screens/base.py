@@ -32,6 +32,9 @@ class LabScreen(Screen[None]):
         # benchmark). Having just been styled from the current stylesheet, it is up to date.
         if hasattr(self, "_css_update_count"):
             self._css_update_count = self.app._css_update_count
+        # For the same reason its first showing needs no restyle (see on_screen_resume); the
+        # app builds screens hidden, ahead of their first visit.
+        self._styled_as = self._look()
 
     def on_screen_suspend(self) -> None:
         self._styled_as = self._look()
@@ -45,6 +48,24 @@ class LabScreen(Screen[None]):
         # the restyle is only needed when the look changed.
         if self._styled_as is not None and self._styled_as == self._look():
             event.refresh_styles = False
+
+    def on_idle(self) -> None:
+        # Textual lays out only the current screen and leaves a hidden one's layout to its next
+        # showing. A screen built ahead of its first showing would then place and draw every
+        # widget during that key press (0.2 s and more while a benchmark held both cores), so
+        # until then it is laid out whenever its widgets ask (a table filled, a breakpoint
+        # class). Once shown, a hidden screen waits as Textual has it: its next showing only
+        # moves what changed, and a run's dashboard costs nothing while it is not seen.
+        if self.stack_updates == 0 and not self.is_current and self._layout_required and self.is_attached:
+            self.lay_out_hidden()
+
+    def lay_out_hidden(self) -> None:
+        """Lay this screen out at the terminal's size and render it into its widgets' caches,
+        not to the terminal (it is not the current screen)."""
+        self._refresh_layout(self.app.size)
+        self._layout_required = False
+        self._dirty_widgets.clear()
+        self._compositor.render_update(full=True)
 
     def compose(self) -> ComposeResult:
         yield NavBar(self.MODE, id="navbar")

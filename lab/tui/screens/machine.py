@@ -86,9 +86,16 @@ class MachineScreen(LabScreen):
 
     def on_mount(self) -> None:
         self.watch(self.app, "machine", self._machine_changed, init=True)
+        # Built ahead of its first visit (hidden), one reading now for the number of CPUs and
+        # GPUs, so that their gauges are mounted and laid out by then; the poll loop runs only
+        # while the screen is shown.
+        if not self.is_current:
+            self._size_gauges()
 
     def _machine_changed(self, machine: data.MachineContext | None) -> None:
         self.query_one("#fingerprint-text", Static).update(fingerprint_table(machine))
+        for line in self.query("#no-gpu").results(Static):  # NVML's answer came after the reading
+            line.update(self._no_gpu_text())
 
     # -- the poll loop: one reading, draw, then schedule the next
     def on_screen_resume(self) -> None:
@@ -105,7 +112,15 @@ class MachineScreen(LabScreen):
     def _poll(self) -> None:
         self.post_message(SystemPolled(self.app.probe.read()))  # type: ignore[attr-defined]
 
+    @work(thread=True, exit_on_error=False, group="size")
+    def _size_gauges(self) -> None:
+        self.post_message(SystemPolled(self.app.probe.read(), sizing_only=True))  # type: ignore[attr-defined]
+
     def on_system_polled(self, message: SystemPolled) -> None:
+        if message.sizing_only:  # its figures would be stale by the time they are seen
+            self._mount_cores(len(message.reading.cpu_per_core))
+            self._mount_gpus(message.reading.gpus)
+            return
         self.draw(message.reading)
         interval = getattr(self.app, "poll_interval", 1.0)
         if self._polling and interval:
@@ -114,11 +129,7 @@ class MachineScreen(LabScreen):
     def draw(self, r: data.SystemReading) -> None:
         self.query_one("#g-cpu", Gauge).set(
             None if r.cpu_total is None else r.cpu_total / 100, f"{fmt.percent(r.cpu_total)} ({len(r.cpu_per_core)} CPUs)")
-        cores = self.query_one("#cores", Vertical)
-        if self._n_cores != len(r.cpu_per_core):
-            self._n_cores = len(r.cpu_per_core)
-            cores.remove_children()
-            cores.mount_all([Gauge(f"cpu{i}", label_width=6, text_width=14, classes="core") for i in range(self._n_cores)])
+        cores = self._mount_cores(len(r.cpu_per_core))
         for gauge, value in zip(cores.query(Gauge), r.cpu_per_core):
             gauge.set(value / 100, fmt.percent(value))
         used, total = r.memory_used, r.memory_total
@@ -138,22 +149,40 @@ class MachineScreen(LabScreen):
         self.query_one("#h-mem", Curve).set(list(self.mem_history), "memory used history (% of RAM)")
         self._draw_gpus(r.gpus)
 
-    def _draw_gpus(self, gpus: list[data.GpuReading]) -> None:
+    def _mount_cores(self, n: int) -> Vertical:
+        """The box of per-CPU gauges, with n of them."""
+        cores = self.query_one("#cores", Vertical)
+        if self._n_cores != n:
+            self._n_cores = n
+            cores.remove_children()
+            cores.mount_all([Gauge(f"cpu{i}", label_width=6, text_width=14, classes="core") for i in range(n)])
+        return cores
+
+    def _mount_gpus(self, gpus: list[data.GpuReading]) -> bool:
+        """A name, three gauges and a temperature line per GPU (or why there are none);
+        True when they were mounted just now."""
+        if self._n_gpus == len(gpus):
+            return False
+        self._n_gpus = len(gpus)
         box = self.query_one("#gpus", Vertical)
-        if self._n_gpus != len(gpus):
-            self._n_gpus = len(gpus)
-            box.remove_children()
-            widgets: list[Widget] = []
-            for g in gpus:
-                widgets.append(Static(f"GPU {g.index}: {g.name or fmt.NA}", classes="gpu-name", markup=False))
-                widgets += [Gauge(label, id=f"gpu{g.index}-{kind}", label_width=6, text_width=22)
-                            for kind, label in (("mem", "memory"), ("util", "util"), ("power", "power"))]
-                widgets.append(Static("", id=f"gpu{g.index}-temp", markup=False))
-            if not gpus:
-                machine = self.app.machine  # type: ignore[attr-defined]
-                reason = machine.nvml_status if machine is not None else "n/a"
-                widgets.append(Static(f"n/a: no NVIDIA GPU visible (NVML {reason})", markup=False))
-            box.mount_all(widgets)
+        box.remove_children()
+        widgets: list[Widget] = []
+        for g in gpus:
+            widgets.append(Static(f"GPU {g.index}: {g.name or fmt.NA}", classes="gpu-name", markup=False))
+            widgets += [Gauge(label, id=f"gpu{g.index}-{kind}", label_width=6, text_width=22)
+                        for kind, label in (("mem", "memory"), ("util", "util"), ("power", "power"))]
+            widgets.append(Static("", id=f"gpu{g.index}-temp", markup=False))
+        if not gpus:
+            widgets.append(Static(self._no_gpu_text(), id="no-gpu", markup=False))
+        box.mount_all(widgets)
+        return True
+
+    def _no_gpu_text(self) -> str:
+        machine = self.app.machine  # type: ignore[attr-defined]
+        return f"n/a: no NVIDIA GPU visible (NVML {machine.nvml_status if machine is not None else 'n/a'})"
+
+    def _draw_gpus(self, gpus: list[data.GpuReading]) -> None:
+        if self._mount_gpus(gpus):
             return self.call_after_refresh(self._draw_gpus, gpus) if gpus else None
         for g in gpus:
             self.query_one(f"#gpu{g.index}-mem", Gauge).set(

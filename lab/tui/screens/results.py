@@ -95,6 +95,7 @@ class ResultsScreen(LabScreen):
             table.add_column(title, key=key)
         table.focus()
         self.watch(self.app, "results_version", self._results_changed, init=False)
+        self.reload()  # built hidden ahead of its first visit, it is filled by then
 
     def _results_changed(self, version: int) -> None:
         if self.is_current:
