@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import wait_for
+from conftest import screen_text, wait_for
 from replay import demo_run_events
 
 
 async def _library_ready(pilot) -> None:
     app = pilot.app
     await wait_for(pilot, lambda: app.library is not None)
+    await wait_for(pilot, lambda: app.screens_built)  # nothing is built in the background any more
     await wait_for(pilot, lambda: app.screen.details and "9000.0" in str(app.screen.query_one("#models").get_row_at(0)))
     # the KLD / acc columns arrive in a second message (the seeded demo model has both)
     await wait_for(pilot, lambda: any(e.evaluation for e in app.screen.entries.values()))
@@ -139,9 +140,11 @@ def test_ladder(make_app, snap_compare, size) -> None:
         table.move_cursor(row=table.get_row_index(demo))
         await pilot.press("L")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "LadderScreen" and app.screen.ladder is not None)
-        # the rows are in; the table sizes its columns to them on its next idle
+        # the rows are in; the table sizes its columns to them on its next idle, and draws them
+        # at those widths after that
         ladder = app.screen.query_one("#ladder")
         await wait_for(pilot, lambda: ladder.row_count and not ladder._require_update_dimensions)
+        await wait_for(pilot, lambda: "258.35 MiB" in screen_text(app))
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=size, run_before=run_before)
