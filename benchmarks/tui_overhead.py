@@ -140,6 +140,14 @@ def keys(*keys: str, literal: bool = False) -> None:
         time.sleep(0.4)
 
 
+def have_tmux() -> bool:
+    """Whether tmux is on PATH; says so on stderr when it is not."""
+    if shutil.which("tmux") is None:
+        print("error: tmux is not on PATH", file=sys.stderr)
+        return False
+    return True
+
+
 def tmux_server() -> psutil.Process | None:
     try:
         return psutil.Process(int(tmux("display", "-p", "-t", SESSION, "#{pid}").strip()))
@@ -272,8 +280,7 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--launches", type=int, default=5, help="launches timed for the first paint")
     args = ap.parse_args()
-    if shutil.which("tmux") is None:
-        print("error: tmux is not on PATH", file=sys.stderr)
+    if not have_tmux():
         return 2
     a: list[float] = []
     b: list[float] = []
