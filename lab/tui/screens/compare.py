@@ -23,6 +23,7 @@ from lab.tui.messages import CompareLoaded
 from lab.tui.widgets.charts import BarChart
 from lab.tui.widgets.keybar import KeyBar
 from lab.tui.widgets.navbar import NavBar
+from lab.tui.widgets.table import LabTable
 
 _BYTES = {"peak_rss_bytes", "est_memory_bytes", "peak_vram_bytes", "model_size"}
 
@@ -65,7 +66,7 @@ class CompareScreen(Screen[None]):
         with Vertical(id="compare-main"):
             yield Static(f"Comparing {len(self.result_ids)} results; differences are against 'base'.",
                          id="compare-title", markup=False)
-            yield DataTable(id="compare", cursor_type="row", zebra_stripes=True)
+            yield LabTable(id="compare", cursor_type="row", zebra_stripes=True)
             yield BarChart(id="compare-chart")
         yield KeyBar()
 

@@ -13,6 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Static
 
 from lab.tui import format as fmt
+from lab.tui.widgets.table import LabTable
 
 
 class HelpScreen(ModalScreen[None]):
@@ -124,7 +125,7 @@ class InspectScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="inspect-box", classes="dialog"):
             yield Static(f"{self.title_text}   (Esc closes)", classes="dialog-title", markup=False)
-            yield DataTable(id="inspect-table", cursor_type="row", zebra_stripes=True)
+            yield LabTable(id="inspect-table", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
         tables = self.query(DataTable)

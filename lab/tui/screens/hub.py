@@ -30,6 +30,7 @@ from lab.tui import format as fmt
 from lab.tui.messages import HubDownloadFinished, HubDownloadProgress, HubFilesLoaded, HubSearched
 from lab.tui.screens.base import LabScreen
 from lab.tui.widgets.gauge import Gauge
+from lab.tui.widgets.table import LabTable
 
 SEARCH_LIMIT = 50
 PROGRESS_INTERVAL_S = 0.25  # at most ~4 UI updates a second per download
@@ -120,11 +121,11 @@ class HubScreen(LabScreen):
                 yield self.make_input(placeholder="/ search GGUF models on the Hub, Enter to search; empty: Suggested",
                                       id="hub-search")
             yield Static("", id="hub-status", markup=False)
-            yield DataTable(id="hub-repos", cursor_type="row", zebra_stripes=True)
+            yield LabTable(id="hub-repos", cursor_type="row", zebra_stripes=True)
             with Vertical(id="hub-files-box"):
                 yield Static("Open a repo (Enter or o) to see its files, sizes and memory fit.",
                              id="hub-files-status", markup=False)
-                yield DataTable(id="hub-files", cursor_type="row", zebra_stripes=True)
+                yield LabTable(id="hub-files", cursor_type="row", zebra_stripes=True)
             with Vertical(id="hub-queue-box"):
                 yield Static("", id="hub-queue-title", markup=False)
                 yield ListView(id="hub-queue")

@@ -23,6 +23,7 @@ from lab.tui import format as fmt
 from lab.tui.messages import LadderLoaded
 from lab.tui.widgets.keybar import KeyBar
 from lab.tui.widgets.navbar import NavBar
+from lab.tui.widgets.table import LabTable
 
 # column key, title, right-aligned. The file name comes last: the quant type already names the
 # row, and at 80 columns the figures matter more than a long shared file stem.
@@ -116,7 +117,7 @@ class LadderScreen(Screen[None]):
         with Vertical(id="ladder-main"):
             yield Static("Ladder: loading…", id="ladder-title", markup=False)
             yield Static("", id="ladder-legend", markup=False)
-            yield DataTable(id="ladder", cursor_type="row", zebra_stripes=True)
+            yield LabTable(id="ladder", cursor_type="row", zebra_stripes=True)
         yield KeyBar()
 
     def on_mount(self) -> None:

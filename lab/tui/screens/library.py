@@ -18,6 +18,7 @@ from lab.tui import data
 from lab.tui import format as fmt
 from lab.tui.messages import LadderFound, ModelDeleted, ModelDetailsLoaded, ModelFiguresLoaded, SpeedsLoaded
 from lab.tui.screens.base import LabScreen
+from lab.tui.widgets.table import LabTable
 
 # What decides first (at 80 columns the table ends about at tg), what describes the file last.
 COLUMNS = [
@@ -154,7 +155,7 @@ class LibraryScreen(LabScreen):
         with Vertical(id="library-main"):
             yield Static("Scanning the library…", id="library-status", markup=False)
             with Horizontal(id="library-body"):
-                yield DataTable(id="models", cursor_type="row", zebra_stripes=True)
+                yield LabTable(id="models", cursor_type="row", zebra_stripes=True)
                 with VerticalScroll(id="model-detail"):
                     yield DetailText(self._detail_resized, id="model-detail-text")
 

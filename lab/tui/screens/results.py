@@ -21,6 +21,7 @@ from lab.tui import data
 from lab.tui import format as fmt
 from lab.tui.messages import ResultsFailed, ResultsPageLoaded
 from lab.tui.screens.base import LabScreen
+from lab.tui.widgets.table import LabTable
 
 PAGE_SIZE = 200
 RELOAD_DEBOUNCE_S = 0.08
@@ -87,7 +88,7 @@ class ResultsScreen(LabScreen):
                 yield self.make_input(placeholder="/ filter: model quant:Q4_1 test:tg128 machine:host since:2025-06-01",
                                       id="filter")
             yield Static("Loading results…", id="results-status", markup=False)
-            yield DataTable(id="results", cursor_type="row", zebra_stripes=True)
+            yield LabTable(id="results", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#results", DataTable)

@@ -32,6 +32,7 @@ from lab.tui.screens.base import LabScreen
 from lab.tui.widgets.curve import Curve
 from lab.tui.widgets.gauge import Gauge
 from lab.tui.widgets.line import Line
+from lab.tui.widgets.table import LabTable
 
 REFRESH_S = 0.5  # events (a repetition done, a result) show at the next tick; see LiveRun.repaint_due
 
@@ -101,7 +102,7 @@ class RunScreen(LabScreen):
                 yield Curve("CPU n/a", id="c-cpu")
                 yield Line("GPU n/a", id="run-gpu")
         with Horizontal(id="run-bottom"):
-            yield DataTable(id="run-results", cursor_type="row", zebra_stripes=True)
+            yield LabTable(id="run-results", cursor_type="row", zebra_stripes=True)
             yield Log(id="run-log", max_lines=500, auto_scroll=True)
 
     def on_mount(self) -> None:

@@ -19,6 +19,7 @@ from lab.tui.messages import RunDetailLoaded
 from lab.tui.widgets.curve import Curve
 from lab.tui.widgets.keybar import KeyBar
 from lab.tui.widgets.navbar import NavBar
+from lab.tui.widgets.table import LabTable
 
 # sample column, title, scale, unit formatter
 CURVES = [
@@ -56,7 +57,7 @@ class RunDetailScreen(Screen[None]):
             with VerticalScroll(id="detail-info"):
                 yield Static(f"Run {self.run_id}: reading…", id="detail-text")
             with Vertical(id="detail-right"):
-                yield DataTable(id="detail-results", cursor_type="row", zebra_stripes=True)
+                yield LabTable(id="detail-results", cursor_type="row", zebra_stripes=True)
                 with VerticalScroll(id="detail-curves"):
                     for key, title, _ in CURVES:
                         yield Curve(f"{title} n/a", id=f"curve-{key}", classes="detail-curve",
