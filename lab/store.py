@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     # paint should not wait for (``check_database`` needs only sqlite3).
     import sqlite_utils
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def now_iso() -> str:
@@ -144,8 +144,36 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
     db["eval_items"].create_index(["eval_run_id"], if_not_exists=True)
 
 
+# Every table's declared columns: a column added to one of the dicts above reaches databases
+# made before it through ``_add_declared_columns`` (a new column is always nullable, so NULL
+# stays "not measured" in old rows).
+_DECLARED: dict[str, dict[str, Any]] = {
+    "machines": _MACHINE_COLUMNS, "models": _MODEL_COLUMNS, "runs": _RUN_COLUMNS,
+    "results": _RESULT_COLUMNS, "samples": _SAMPLE_COLUMNS, "quality": _QUALITY_COLUMNS,
+    "eval_runs": _EVAL_RUN_COLUMNS, "eval_items": _EVAL_ITEM_COLUMNS,
+}
+
+
+def _add_declared_columns(db: sqlite_utils.Database) -> None:
+    for table, columns in _DECLARED.items():
+        if not db[table].exists():
+            continue
+        have = set(db[table].columns_dict)
+        for name, kind in columns.items():
+            if name not in have:
+                try:
+                    db[table].add_column(name, kind)
+                except sqlite3.OperationalError as exc:  # another process added it first
+                    if "duplicate column" not in str(exc):
+                        raise
+
+
+def _migrate_2(db: sqlite_utils.Database) -> None:
+    _add_declared_columns(db)
+
+
 # Append only: migration N brings a database from version N-1 to N.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1, _migrate_2]
 
 
 class StoreError(LabError):
@@ -214,6 +242,9 @@ class Store:
             with self.db.conn:
                 MIGRATIONS[number - 1](self.db)
                 self.db["meta"].upsert({"key": "schema_version", "value": str(number)}, pk="key")
+        # Columns declared since the last migration (cheap: one table_info per table).
+        with self.db.conn:
+            _add_declared_columns(self.db)
 
     def close(self) -> None:
         self.db.conn.close()

@@ -118,3 +118,19 @@ def test_concurrent_reader_sees_committed_rows(tmp_path: Path) -> None:
     rid = s.create_run("bench", machine_id="m1", model_id=None, model_filename=None, config={})
     other = sqlite3.connect(tmp_path / "lab.db")
     assert other.execute("select status from runs where id = ?", [rid]).fetchone()[0] == "running"
+
+
+def test_a_version_1_database_gains_the_declared_columns(tmp_path: Path) -> None:
+    import sqlite_utils
+
+    db = sqlite_utils.Database(tmp_path / "old.db")
+    store_mod._migrate_1(db)
+    db["results"].transform(drop={"cv"})  # as if declared after the database was made
+    db["meta"].upsert({"key": "schema_version", "value": "1"}, pk="key")
+    db["results"].insert({"id": "r1", "test": "tg128", "avg_ts": 10.0})
+    db.conn.close()
+    s = Store(tmp_path / "old.db")
+    assert s.schema_version() == 2
+    assert "cv" in s.db["results"].columns_dict
+    row = s.get("results", "r1")
+    assert row["avg_ts"] == 10.0 and row["cv"] is None
