@@ -154,6 +154,10 @@ _DECLARED: dict[str, dict[str, Any]] = {
 }
 
 
+# The tables that hold measurements, parents before children (so rows can be copied in order).
+TABLES: tuple[str, ...] = tuple(_DECLARED)
+
+
 def _add_declared_columns(db: sqlite_utils.Database) -> None:
     for table, columns in _DECLARED.items():
         if not db[table].exists():
@@ -213,6 +217,25 @@ def check_database(path: str | Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.closing(sqlite3.connect(str(path), timeout=30)) as conn:
             _read_version(conn, path)
+
+
+def open_read_only(path: str | Path) -> tuple[sqlite3.Connection, int]:
+    """A connection that cannot change ``path`` (not even its WAL), and the schema version;
+    refuses a file that is missing, not a database, or newer than this code."""
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"No such database: {path}.")
+    # Without a -wal file beside it the whole database is in the file, and ``immutable`` reads
+    # it without creating -wal/-shm files; with one, ``mode=ro`` reads the WAL as well.
+    wal = Path(f"{path}-wal")
+    flags = "mode=ro" if wal.exists() else "immutable=1"
+    with _opening(path):
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?{flags}", uri=True, timeout=30)
+        try:
+            return conn, _read_version(conn, path)
+        except BaseException:
+            conn.close()
+            raise
 
 
 class Store:
