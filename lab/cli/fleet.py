@@ -25,8 +25,8 @@ _MERGE_COLUMNS = [
 @format_option(choices=("table", "json"))
 @db_option
 def merge(sources: tuple[Path, ...], fmt: str, db_path: Path | None) -> None:
-    """Merge the runs, results, samples, quality and eval rows of other Rightsizer databases
-    (with their machines and models) into this one.
+    """Merge other Rightsizer databases into --db (the lab's database by default): their runs,
+    results, samples, quality and eval rows, with their machines and models.
 
     Merging again adds nothing. A row already here under the same id with different values is
     never overwritten: it is skipped and listed as a conflict, and the command exits 3. A NULL
