@@ -47,7 +47,8 @@ def test_cli_and_domain_import_without_textual() -> None:
     modules = ["lab.cli", "lab.cli.tui", "lab.store", "lab.bench", "lab.library", "lab.gguf_info", "lab.config",
                "lab.engine.runner", "lab.tui", "lab.tui.data", "lab.tui.live", "lab.tui.format"]
     for optional in ("lab.hardware", "lab.monitor", "lab.report", "lab.hub", "lab.quality", "lab.quantize"):
-        if (LAB / (optional.split(".")[1] + ".py")).exists():
+        name = optional.split(".")[1]
+        if (LAB / f"{name}.py").exists() or (LAB / name / "__init__.py").exists():
             modules.append(optional)
     code = (f"import sys\nfor m in {modules!r}: __import__(m)\n"
             "bad = sorted(m for m in sys.modules if m == 'textual' or m.startswith('textual.'))\n"
