@@ -7,6 +7,7 @@ their heavy imports (llama.cpp, huggingface_hub, Textual) inside the functions, 
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -17,10 +18,21 @@ from lab import __version__
 from lab.errors import Cancelled, LabError
 
 
+def _remember_db(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    # Kept on the shared context object, where resolve_db looks after the command's own value.
+    if value is not None:
+        ctx.ensure_object(dict)["db_path"] = value
+    return value
+
+
 def db_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``--db PATH`` on a sub-command; falls back to the group's ``--db``, then the default."""
+    """``--db PATH`` on a command or group, so it can follow any command name as well as precede
+    it. A function with a ``db_path`` parameter receives the value; every command finds it with
+    :func:`resolve_db` (its own ``--db``, then the nearest group's, then the default)."""
+    takes_it = "db_path" in inspect.signature(func).parameters
     return click.option(
         "--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        expose_value=takes_it, callback=_remember_db,
         help="SQLite database (default: $RIGHTSIZER_DB or <lab home>/rightsizer.db).",
     )(func)
 

@@ -197,6 +197,7 @@ def _limit_title(spec: Any) -> str:
 
 
 @click.group("import")
+@db_option
 def import_group() -> None:
     """Import measurements made by other tools into the store."""
 
