@@ -181,3 +181,23 @@ def test_db_before_or_after_the_command_is_the_database_used(tmp_path: Path, lab
     listed = rs("models", "list", "--db", str(a), "-o", "json")
     assert listed.returncode == 0, listed.stderr
     assert "demo" in [m["name"] for m in json.loads(listed.stdout)]
+
+
+def test_command_modules_do_not_import_the_group_that_registers_them() -> None:
+    # lab.cli imports every command module to register it; one importing lab.cli back is a circle.
+    import ast
+
+    import lab.cli
+
+    folder = Path(lab.cli.__file__).parent
+    offenders = {}
+    for path in sorted(folder.glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module == "lab.cli" or (node.module == "lab" and any(
+                    a.name == "cli" for a in node.names))):
+                offenders.setdefault(path.name, []).append(node.lineno)
+            elif isinstance(node, ast.Import) and any(a.name == "lab.cli" for a in node.names):
+                offenders.setdefault(path.name, []).append(node.lineno)
+    assert not offenders, f"import the --db helpers from lab.cli.db instead (file: lines): {offenders}"

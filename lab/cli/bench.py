@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from lab.cli import db_option, open_store
+from lab.cli.db import db_option, open_store
 from lab.errors import LabError
 from lab.ids import short_id
 from lab.params import parse_axis, parse_pairs, parse_words

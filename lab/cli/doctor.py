@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from lab.cli import db_option, resolve_db
+from lab.cli.db import db_option, resolve_db
 from lab.cli.output import NA, Column, format_option, human_bytes, render_table
 
 # (key, label, how to show it) in the order the table prints them.

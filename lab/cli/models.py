@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from lab.cli import db_option
+from lab.cli.db import db_option
 from lab.cli.output import Column, emit, format_option, human_bytes, human_count
 
 
