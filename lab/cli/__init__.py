@@ -9,39 +9,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable
 
 import click
 
 from lab import __version__
+from lab.cli.db import db_option, open_store, resolve_db
 from lab.errors import Cancelled, LabError
 
-
-def db_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``--db PATH`` on a sub-command; falls back to the group's ``--db``, then the default."""
-    return click.option(
-        "--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-        help="SQLite database (default: $RIGHTSIZER_DB or <lab home>/rightsizer.db).",
-    )(func)
-
-
-def resolve_db(db_path: Path | None) -> Path:
-    from lab import config
-
-    if db_path is not None:
-        return db_path
-    ctx = click.get_current_context(silent=True)
-    while ctx is not None:
-        if ctx.obj and ctx.obj.get("db_path"):
-            return ctx.obj["db_path"]
-        ctx = ctx.parent
-    return config.default_db_path()
-
-
-def open_store(db_path: Path | None):  # -> lab.store.Store
-    from lab.store import Store
-
-    return Store(resolve_db(db_path))
+# The --db helpers live in lab.cli.db; these names stay importable from the group's module too.
+__all__ = ["cli", "db_option", "main", "open_store", "resolve_db"]
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})

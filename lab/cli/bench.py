@@ -11,45 +11,41 @@ from typing import Any
 
 import click
 
-from lab.cli import db_option, open_store
+from lab.cli.db import db_option, open_store
+from lab.errors import LabError
 from lab.ids import short_id
+from lab.params import parse_axis, parse_pairs, parse_words
 from lab.cli.output import NA, Column, emit, format_option, human_bytes, human_count, render_table
 
 
-def _ints(name: str):
+def _ints(name: str, key: str):
     def convert(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
         if value is None:
             return None
         try:
-            return [int(v) for v in value.split(",") if v.strip() != ""]
-        except ValueError:
-            raise click.BadParameter(f"{name} takes a comma list of integers, e.g. 128,256") from None
+            return parse_axis(key, value, name)
+        except LabError as exc:
+            raise click.BadParameter(str(exc)) from None
     return convert
 
 
 def _flash(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
     table = {"on": 1, "1": 1, "off": 0, "0": 0, "auto": -1, "-1": -1}
-    out = []
-    for v in value.split(","):
-        if v.strip().lower() not in table:
-            raise click.BadParameter("-fa takes on, off or auto (comma list)")
-        out.append(table[v.strip().lower()])
-    return out
+    words = parse_words(value)
+    if not words or any(w not in table for w in words):
+        raise click.BadParameter("-fa takes on, off or auto (comma list)")
+    return [table[w] for w in words]
 
 
 def _strs(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
-    return [v.strip().lower() for v in value.split(",") if v.strip()]
+    return parse_words(value)
 
 
 def _pg(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[tuple[int, int]]:
-    out = []
-    for v in value:
-        try:
-            p, n = (int(x) for x in v.split(","))
-        except ValueError:
-            raise click.BadParameter("-pg takes P,N, e.g. -pg 512,128") from None
-        out.append((p, n))
-    return out
+    try:
+        return [pair for v in value for pair in parse_pairs(v, "-pg")]
+    except LabError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _ts(row: dict[str, Any]) -> str:
@@ -186,20 +182,20 @@ class _Progress:
 
 @click.command()
 @click.argument("models", nargs=-1, required=True)
-@click.option("-p", "--n-prompt", default="512", callback=_ints("-p"), help="Prompt sizes (pp tests), comma list.", show_default=True)
-@click.option("-n", "--n-gen", default="128", callback=_ints("-n"), help="Generation sizes (tg tests), comma list.", show_default=True)
-@click.option("-pg", "pg", multiple=True, callback=_pg, help="Prompt+generation test P,N (repeatable).")
-@click.option("-d", "--n-depth", default="0", callback=_ints("-d"), help="KV cache depth before each test, comma list.", show_default=True)
+@click.option("-p", "--n-prompt", default="512", callback=_ints("-p", "n_prompt"), help="Prompt sizes (pp tests), comma list.", show_default=True)
+@click.option("-n", "--n-gen", default="128", callback=_ints("-n", "n_gen"), help="Generation sizes (tg tests), comma list.", show_default=True)
+@click.option("-pg", "pg", multiple=True, callback=_pg, help="Prompt+generation test P,N (repeatable; or several pairs separated by ';').")
+@click.option("-d", "--n-depth", default="0", callback=_ints("-d", "n_depth"), help="KV cache depth before each test, comma list.", show_default=True)
 @click.option("-r", "--repetitions", default=5, show_default=True, type=int, help="Timed repetitions after one warm-up.")
-@click.option("-t", "--threads", default=None, callback=_ints("-t"), help="Threads, comma list (default: physical cores).")
-@click.option("-ngl", "--n-gpu-layers", default="-1", callback=_ints("-ngl"), help="Layers offloaded to the GPU (-1: all), comma list.", show_default=True)
-@click.option("-b", "--batch-size", default="2048", callback=_ints("-b"), help="Logical batch size, comma list.", show_default=True)
-@click.option("-ub", "--ubatch-size", default="512", callback=_ints("-ub"), help="Physical batch size, comma list.", show_default=True)
+@click.option("-t", "--threads", default=None, callback=_ints("-t", "threads"), help="Threads, comma list (default: physical cores).")
+@click.option("-ngl", "--n-gpu-layers", default="-1", callback=_ints("-ngl", "n_gpu_layers"), help="Layers offloaded to the GPU (-1: all), comma list.", show_default=True)
+@click.option("-b", "--batch-size", default="2048", callback=_ints("-b", "n_batch"), help="Logical batch size, comma list.", show_default=True)
+@click.option("-ub", "--ubatch-size", default="512", callback=_ints("-ub", "n_ubatch"), help="Physical batch size, comma list.", show_default=True)
 @click.option("-fa", "--flash-attn", default="auto", callback=_flash, help="on, off or auto, comma list.", show_default=True)
 @click.option("-ctk", "--cache-type-k", default="f16", callback=_strs, help="KV cache type for K, comma list.", show_default=True)
 @click.option("-ctv", "--cache-type-v", default="f16", callback=_strs, help="KV cache type for V, comma list.", show_default=True)
-@click.option("-mmp", "--mmap", default="1", callback=_ints("-mmp"), help="Memory-map the model (0/1), comma list.", show_default=True)
-@click.option("--repack", default=None, callback=_ints("--repack"), help="llama.cpp extra CPU buffer types (AMX/repacked weights), 0/1 comma list (default: on where a probe shows they run).")
+@click.option("-mmp", "--mmap", default="1", callback=_ints("-mmp", "mmap"), help="Memory-map the model (0/1), comma list.", show_default=True)
+@click.option("--repack", default=None, callback=_ints("--repack", "repack"), help="llama.cpp extra CPU buffer types (AMX/repacked weights), 0/1 comma list (default: on where a probe shows they run).")
 @click.option("--chat", is_flag=True, help="Add the chat latency test (real prompts, greedy).")
 @click.option("--prompts", "prompts_file", type=click.Path(path_type=Path), default=None, help="JSONL prompts for --chat (default: the bundled set).")
 @click.option("--chat-max-tokens", default=128, show_default=True, type=int, help="Tokens to generate per chat prompt at most.")

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from lab.cli.db import db_option, resolve_db
 from lab.cli.output import NA, Column, format_option, human_bytes, render_table
 
 # (key, label, how to show it) in the order the table prints them.
@@ -76,11 +77,13 @@ def _gpu_rows(gpus: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @click.command()
 @format_option(default="table", choices=("table", "md", "json"))
+@db_option
 def doctor(fmt: str) -> None:
     """Show this machine's fingerprint, the llama.cpp build, and what can be measured here."""
     from lab import hardware
 
     info = hardware.doctor()
+    info["db_path"] = str(resolve_db(None))  # the one this command line names
     if fmt == "json":
         click.echo(json.dumps(info, indent=2, default=str))
         return

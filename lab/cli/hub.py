@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from lab.cli import db_option, open_store
+from lab.cli.db import db_option, open_store
 from lab.cli.output import Column, emit, format_option, human_bytes, human_count
 
 
@@ -35,6 +35,7 @@ SEARCH_COLUMNS = [
 @click.option("-n", "--limit", default=20, show_default=True, type=click.IntRange(1, 500),
               help="How many repositories to list.")
 @format_option(choices=("table", "md", "csv", "json", "jsonl"))
+@db_option
 def search_cmd(query: str, limit: int, fmt: str) -> None:
     """GGUF repositories on the Hugging Face Hub matching QUERY, most downloaded first."""
     from lab import hub
@@ -73,6 +74,7 @@ FILES_COLUMNS = [
 @click.option("--all-headers", is_flag=True,
               help="Read every file's header (confirms each quant); default: one header per repo.")
 @format_option(choices=("table", "md", "csv", "json", "jsonl"))
+@db_option
 def files_cmd(repo: str, n_ctx: int, n_gpu_layers: int, revision: str | None, all_headers: bool, fmt: str) -> None:
     """Every GGUF file in REPO with its quant, size and memory at -c tokens, before downloading.
 
@@ -199,6 +201,7 @@ CATALOG_COLUMNS = [
 
 @click.command("catalog")
 @format_option(choices=("table", "md", "csv", "json", "jsonl"))
+@db_option
 def catalog_cmd(fmt: str) -> None:
     """Suggested small instruct models worth right-sizing (models/catalog.toml)."""
     from lab import catalog

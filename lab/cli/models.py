@@ -7,10 +7,12 @@ from typing import Any
 
 import click
 
+from lab.cli.db import db_option
 from lab.cli.output import Column, emit, format_option, human_bytes, human_count
 
 
 @click.group()
+@db_option
 def models() -> None:
     """The model library: local GGUF files, the Hugging Face cache and the demo model."""
 
@@ -34,6 +36,7 @@ LIST_COLUMNS = [
 @models.command("list")
 @click.option("-c", "--ctx", "n_ctx", default=4096, show_default=True, type=int, help="Context for the memory estimate.")
 @format_option(choices=("table", "md", "csv", "json", "jsonl"))
+@db_option
 def list_models(n_ctx: int, fmt: str) -> None:
     """Every local model with its header figures and a memory estimate."""
     import psutil
@@ -70,6 +73,7 @@ def list_models(n_ctx: int, fmt: str) -> None:
 @click.option("-ctv", "--cache-type-v", default="f16", show_default=True)
 @click.option("--metadata", "show_metadata", is_flag=True, help="Also print every GGUF metadata key.")
 @format_option(choices=("table", "json"))
+@db_option
 def info(model: str, n_ctx: int, n_gpu_layers: int, cache_type_k: str, cache_type_v: str,
          show_metadata: bool, fmt: str) -> None:
     """A model's GGUF header (no weights loaded) and its memory estimate at -c tokens."""

@@ -15,8 +15,12 @@ from typing import Any, Callable, Iterable, Sequence
 
 import click
 
+from lab.units import NA, human_bytes, human_count, missing
+
+# NA and the byte/count writers are the shared ones (lab.units); CLI modules take them from here.
+__all__ = ["FORMATS", "NA", "Column", "emit", "format_option", "human_bytes", "human_count", "render_table"]
+
 FORMATS = ("table", "md", "csv", "json", "jsonl")
-NA = "n/a"
 
 
 @dataclass
@@ -28,33 +32,9 @@ class Column:
 
     def render(self, row: dict[str, Any]) -> str:
         value = row.get(self.key)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if missing(value):
             return NA
         return self.fmt(value) if self.fmt else str(value)
-
-
-def human_bytes(n: float | None) -> str:
-    """1536 -> '1.50 KiB'; None -> 'n/a'."""
-    if n is None:
-        return NA
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
-        value /= 1024
-    return f"{value:.2f} TiB"
-
-
-def human_count(n: float | None) -> str:
-    """134515008 -> '134.52 M' (llama-bench writes params this way)."""
-    if n is None:
-        return NA
-    value = float(n)
-    for unit in ("", " K", " M", " B", " T"):
-        if abs(value) < 1000 or unit == " T":
-            return f"{value:.2f}{unit}" if unit else f"{value:.0f}"
-        value /= 1000
-    return f"{value:.2f} T"
 
 
 def render_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:

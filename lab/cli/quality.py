@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from lab.cli import db_option, open_store
+from lab.cli.db import db_option, open_store
 from lab.cli.output import NA, Column, emit, format_option, human_bytes
 
 

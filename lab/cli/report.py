@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from lab.cli import db_option, open_store
+from lab.cli.db import db_option, open_store
 from lab.cli.output import NA, Column, emit, format_option, human_bytes
 
 REPORT_FORMATS = ("table", "md", "csv", "json")
@@ -197,6 +197,7 @@ def _limit_title(spec: Any) -> str:
 
 
 @click.group("import")
+@db_option
 def import_group() -> None:
     """Import measurements made by other tools into the store."""
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import click
 
-from lab.cli import db_option
+from lab.cli.db import db_option
 
 
 def launch(db_path: Path | None) -> None:
     """Open the app on ``db_path`` (None: the group's ``--db``, then the default database)."""
-    from lab.cli import resolve_db
+    from lab.cli.db import resolve_db
     from lab.store import check_database
     from lab.tui.app import RightsizerApp
 

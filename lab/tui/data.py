@@ -588,34 +588,10 @@ def series(samples: list[dict[str, Any]], key: str, scale: float = 1.0) -> list[
 # --- the Run screen's form --------------------------------------------------------------------
 
 
-def parse_ints(text: str, name: str, *, minimum: int = 0) -> list[int]:
-    """A comma list of integers, as the CLI takes them (``128,256``)."""
-    try:
-        values = [int(v) for v in text.replace(" ", "").split(",") if v != ""]
-    except ValueError:
-        raise LabError(f"{name} takes a comma list of integers, e.g. 128,256") from None
-    if any(v < minimum for v in values):
-        raise LabError(f"{name} values must be at least {minimum}")
-    return values
-
-
-def parse_pg(text: str) -> list[tuple[int, int]]:
-    """``512,128;1024,256`` -> [(512, 128), (1024, 256)] (the CLI's repeated -pg P,N)."""
-    out = []
-    for part in text.replace(" ", "").split(";"):
-        if not part:
-            continue
-        try:
-            p, n = (int(x) for x in part.split(","))
-        except ValueError:
-            raise LabError("pg takes P,N pairs separated by ';', e.g. 512,128") from None
-        out.append((p, n))
-    return out
-
-
 def build_options(form: dict[str, Any]) -> Any:
     """BenchOptions from the Run screen's fields (strings, and a bool for chat)."""
     from lab.bench import BenchOptions
+    from lab.params import parse_axis, parse_ints, parse_pairs
 
     models = [m.strip() for m in str(form.get("models", "")).split(",") if m.strip()]
     if not models:
@@ -625,15 +601,15 @@ def build_options(form: dict[str, Any]) -> Any:
         raise LabError("repetitions takes one number")
     return BenchOptions(
         models=models,
-        n_prompt=parse_ints(str(form.get("n_prompt", "")), "pp"),
-        n_gen=parse_ints(str(form.get("n_gen", "")), "tg"),
-        pg=parse_pg(str(form.get("pg", ""))),
-        n_depth=parse_ints(str(form.get("n_depth", "0")), "depth") or [0],
+        n_prompt=parse_axis("n_prompt", str(form.get("n_prompt", "")), "pp"),
+        n_gen=parse_axis("n_gen", str(form.get("n_gen", "")), "tg"),
+        pg=parse_pairs(str(form.get("pg", "")), "pg"),
+        n_depth=parse_axis("n_depth", str(form.get("n_depth", "0")), "depth") or [0],
         repetitions=reps[0],
-        threads=parse_ints(str(form.get("threads", "")), "threads", minimum=1),
-        n_gpu_layers=parse_ints(str(form.get("n_gpu_layers", "-1")), "GPU layers", minimum=-1) or [-1],
-        n_batch=parse_ints(str(form.get("n_batch", "2048")), "batch", minimum=1) or [2048],
-        n_ubatch=parse_ints(str(form.get("n_ubatch", "512")), "ubatch", minimum=1) or [512],
+        threads=parse_axis("threads", str(form.get("threads", "")), "threads"),
+        n_gpu_layers=parse_axis("n_gpu_layers", str(form.get("n_gpu_layers", "-1")), "GPU layers") or [-1],
+        n_batch=parse_axis("n_batch", str(form.get("n_batch", "2048")), "batch") or [2048],
+        n_ubatch=parse_axis("n_ubatch", str(form.get("n_ubatch", "512")), "ubatch") or [512],
         chat=bool(form.get("chat")),
     )
 

@@ -1,22 +1,18 @@
 """How figures are written on screen. ``None`` is always "n/a", never 0.
 
-Bytes and counts are written exactly as the CLI writes them (``lab.cli.output``), so a number
-read in the app and one read in a terminal table look the same.
+Bytes and counts come from :mod:`lab.units`, which the CLI writes through too, so a number read
+in the app and one read in a terminal table look the same.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from lab.cli.output import NA, human_bytes, human_count
+from lab.units import NA, human_bytes, human_count
+from lab.units import missing as _missing
 
 __all__ = ["NA", "human_bytes", "human_count", "ts", "ts_pm", "pct", "diff_pct", "seconds", "mib",
            "num", "when", "percent", "share", "kld", "ratio", "accuracy"]
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def ts(value: float | None) -> str:
