@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from lab.cli import db_option, open_store
+from lab.cli.db import db_option, open_store
 from lab.cli.output import Column, emit, format_option
 
 _MERGE_COLUMNS = [
