@@ -27,12 +27,6 @@ SAMPLE_INTERVAL_S = 0.1
 _BUNDLED_PROMPTS = Path(__file__).parent / "data" / "chat_prompts.jsonl"
 
 
-def default_threads() -> int:
-    from lab.hardware import physical_cores
-
-    return physical_cores()
-
-
 @dataclass
 class BenchOptions:
     """A sweep, in llama-bench's terms; every list is one axis of the cartesian product."""
@@ -153,6 +147,8 @@ def plan(options: BenchOptions, *, available_bytes: int | None = None) -> list[P
     from lab.gguf_info import estimate_memory, inspect
 
     _validate(options)
+    from lab.hardware import default_threads
+
     threads = options.threads or [default_threads()]
     prompts = load_prompts(options.prompts_file) if options.chat else []
     tests = _tests(options)
@@ -236,6 +232,9 @@ class _RunRecorder:
         self.tokens = 0
         self.loaded: dict[str, Any] = {}
         self.results: list[dict[str, Any]] = []
+        # energy counters at the start and end of each timed repetition of the current test
+        self._rep_start: Any = None
+        self._spans: list[tuple[Any, Any]] = []
         self._samples: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
@@ -261,12 +260,22 @@ class _RunRecorder:
     # bench thread
     def handle(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
+        # Counters first: the child is already timing (or has just stopped timing) this repetition.
+        if kind == protocol.REP_START:
+            self._rep_start = self.sampler.read_energy() if self.sampler is not None else None
+        elif kind == protocol.REP and self._rep_start is not None:
+            self._spans.append((self._rep_start, self.sampler.read_energy()))
+            self._rep_start = None
         if kind == protocol.LOADED:
             self.loaded = event
-            self.store.update_run(self.run_id, load_ms=event.get("load_ms"))
+            fields: dict[str, Any] = {"load_ms": event.get("load_ms")}
+            if event.get("repack_warning"):  # extra buffer types off for this run only: say why
+                fields["warnings"] = event["repack_warning"]
+            self.store.update_run(self.run_id, **fields)
         elif kind == protocol.TEST_START:
             self.current_test = event["test"]
             self.tokens = 0
+            self._rep_start, self._spans = None, []
             if self.sampler is not None:
                 self.sampler.begin_window()
             event = dict(event, n_tests=len(self.planned.job.items))
@@ -291,10 +300,9 @@ class _RunRecorder:
         test, cp, mp = item.test, item.ctx, self.planned.job.model
         window = self.sampler.end_window() if self.sampler is not None else None
         n_ctx = int(end.get("n_ctx") or 0)
+        offloaded = effective_gpu_layers(mp.n_gpu_layers, self.planned.summary, bool(self.machine.get("gpu_offload")))
         est = estimate_memory(self.planned.summary, max(n_ctx, 1), n_ubatch=cp.n_ubatch, type_k=cp.type_k,
-                              type_v=cp.type_v, flash_attn=cp.flash_attn == 1,
-                              n_gpu_layers=effective_gpu_layers(mp.n_gpu_layers, self.planned.summary,
-                                                                bool(self.machine.get("gpu_offload"))))
+                              type_v=cp.type_v, flash_attn=cp.flash_attn == 1, n_gpu_layers=offloaded)
         row: dict[str, Any] = {
             "run_id": self.run_id, "machine_id": self.machine["id"], "model_id": self.model_row["id"],
             "model_filename": self.model_row["model_filename"],
@@ -305,10 +313,10 @@ class _RunRecorder:
             "n_gen": test.n_gen, "n_depth": test.n_depth, "n_batch": cp.n_batch, "n_ubatch": cp.n_ubatch,
             "n_threads": cp.n_threads, "n_gpu_layers": mp.n_gpu_layers, "type_k": cp.type_k, "type_v": cp.type_v,
             "flash_attn": cp.flash_attn, "use_mmap": int(mp.use_mmap), "n_ctx": n_ctx,
-            "peak_rss_bytes": end.get("peak_rss_bytes"), "est_memory_bytes": est.host_bytes,
+            "peak_rss_bytes": end.get("peak_rss_bytes"), "rss_reset_failed": int(bool(end.get("rss_reset_failed"))),
+            "est_memory_bytes": est.host_bytes,
             "kv_bytes": est.kv_bytes,
         }
-        tokens_per_rep: float | None
         if test.kind == "chat":
             chats = end.get("chat") or []
             gaps_ms = [g / 1e6 for c in chats for g in c["gaps_ns"]]
@@ -326,24 +334,38 @@ class _RunRecorder:
                 n_generated=sum(c["n_generated"] for c in chats),
                 n_prompt_tokens=sum(c["n_prompt_tokens"] for c in chats), n_prompts=len(chats),
             )
-            tokens_per_rep = (row["n_generated"] / len(chats)) if chats else None
+            rep_tokens = [int(c["n_generated"]) for c in chats]
         else:
             stats = speed_stats(end["samples_ns"], test.n_tokens)
             row.update(stats, repetitions=len(end["samples_ns"]), samples_ns=end["samples_ns"])
-            tokens_per_rep = float(test.n_tokens)
+            rep_tokens = [test.n_tokens] * len(end["samples_ns"])
         row["noisy"] = int(row.get("cv") is not None and row["cv"] > NOISY_CV)
         if window is not None:
-            row.update(
-                peak_vram_bytes=window.peak_vram_bytes, mean_power_w=window.mean_power_w,
-                energy_j=window.energy_j, energy_source=window.energy_source,
-                mean_cpu_percent=window.mean_cpu_percent,
-            )
+            row.update(peak_vram_bytes=window.peak_vram_bytes, mean_cpu_percent=window.mean_cpu_percent)
             if row.get("peak_rss_bytes") is None:
                 row["peak_rss_bytes"] = window.peak_rss_bytes
-            # Energy per token over the timed repetitions: mean power x time per repetition.
-            if window.mean_power_w is not None and row.get("avg_ns") and tokens_per_rep:
-                row["j_per_token"] = window.mean_power_w * row["avg_ns"] / 1e9 / tokens_per_rep
+        row.update(self.energy_figures(offloaded, rep_tokens))
         return row
+
+    def energy_figures(self, offloaded_layers: int, rep_tokens: list[int]) -> dict[str, Any]:
+        """Energy over the timed repetitions only (each repetition's counter difference), from
+        the sources the test used: the CPU packages, plus the GPUs holding layers."""
+        from lab import monitor
+
+        if self.sampler is None:
+            return {}
+        sources = monitor.energy_sources(offloaded_layers, self.sampler.child_gpus, self.sampler.gpu_indices)
+        # a repetition without its start reading (should not happen) would misalign the spans
+        spans = self._spans if len(self._spans) == len(rep_tokens) else []
+        figures = monitor.energy_over(spans, sources)
+        tokens = sum(rep_tokens)
+        return {
+            "energy_j": figures.energy_j, "energy_source": figures.energy_source,
+            "mean_power_w": figures.mean_power_w,
+            "energy_by_source": json.dumps(figures.by_source),
+            "energy_samples_j": json.dumps(figures.per_rep_j) if figures.per_rep_j is not None else None,
+            "j_per_token": figures.energy_j / tokens if figures.energy_j is not None and tokens else None,
+        }
 
 
 def run_bench(options: BenchOptions, store: Any, *, on_event: OnEvent | None = None,

@@ -8,6 +8,9 @@ whole lab at a temporary folder:
 * ``RIGHTSIZER_DB``      the SQLite database (default: ``<home>/rightsizer.db``)
 * ``RIGHTSIZER_MODELS``  the local models folder (default: ``<home>/models``)
 * ``HF_HUB_CACHE`` / ``HF_HOME``  the Hugging Face cache, as huggingface_hub reads them
+* ``RIGHTSIZER_PROBE_TIMEOUT``  seconds the extra-CPU-buffer-types probe may take (default 300)
+* ``RIGHTSIZER_POWERCAP``  where the CPU energy counters (RAPL) are read (default:
+  ``/sys/class/powercap``; a copy of that tree elsewhere, e.g. from a privileged exporter)
 
 User settings live in ``<home>/settings.json`` (optional).
 """
@@ -46,6 +49,12 @@ def models_dir() -> Path:
 def cache_dir() -> Path:
     """Caches that can be rebuilt (reference logits, tokenized texts)."""
     return lab_home() / "cache"
+
+
+def powercap_root() -> Path:
+    """The Linux powercap tree that holds the RAPL energy counters (``intel-rapl:N/energy_uj``)."""
+    env = os.environ.get("RIGHTSIZER_POWERCAP")
+    return Path(env).expanduser() if env else Path("/sys/class/powercap")
 
 
 def hf_hub_cache() -> Path:

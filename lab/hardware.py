@@ -1,12 +1,10 @@
 """The machine fingerprint: CPU, RAM, GPUs, OS, and the llama.cpp build with its system_info.
 
 Every figure that this machine cannot give is None, never 0 and never guessed. Nothing here
-imports Textual or loads model weights; llama.cpp's library is loaded (inside
-``llama_cpp_info()`` only, because importing it costs ~0.2 s), which maps no weights.
-
-NVML (``pynvml``, from nvidia-ml-py) is initialised once per process, lazily, and shared with
-``lab.monitor``. Each NVML call goes through ``nvml_call()``, so "not supported", "no permission"
-or a lost GPU becomes None instead of an exception (the idea nvitop's ``libnvml`` uses).
+imports Textual, loads model weights or loads llama.cpp: the build is asked of an engine child
+once per installed llama-cpp-python and cached in the lab home (``llama_cpp_info()``), because
+loading libllama registers every ggml backend (CUDA included) in the loading process. GPUs are
+read through ``lab.nvml``.
 """
 
 from __future__ import annotations
@@ -18,14 +16,14 @@ import os
 import platform
 import socket
 import sys
-import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 
-from lab import __version__
+from lab import __version__, nvml
+from lab.engine.buildinfo import FIELDS as _BUILD_FIELDS
 
 GIB = 1 << 30
 
@@ -53,6 +51,12 @@ def physical_cores() -> int:
     except (AttributeError, OSError):  # no affinity API (macOS, Windows)
         pass
     return max(1, cores)
+
+
+def default_threads() -> int:
+    """The thread count a run uses unless told otherwise: the usable physical cores (what
+    llama-bench and llama-quantize default to)."""
+    return physical_cores()
 
 
 def memory_available() -> int:
@@ -108,92 +112,7 @@ def os_name() -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# NVML
-
-_nvml_lock = threading.Lock()
-_nvml_state: dict[str, Any] = {}  # {"module": pynvml or None, "reason": str}
-
-# Errors that mean "this device or driver cannot give this figure": they never go away, so
-# nvml_call() stops asking (a failing NVML call can cost milliseconds on every tick).
-_PERMANENT_ERRORS = ("NVMLError_NotSupported", "NVMLError_NoPermission", "NVMLError_FunctionNotFound",
-                     "NVMLError_InvalidArgument", "NVMLError_NotFound")
-_unsupported: set[tuple[str, int]] = set()
-
-
-def nvml() -> Any | None:
-    """The initialised ``pynvml`` module, or None when NVML is absent or fails to start.
-
-    Initialised once per process; the reason for a failure is kept for ``nvml_status()``.
-    """
-    if "module" in _nvml_state:
-        return _nvml_state["module"]
-    with _nvml_lock:
-        if "module" in _nvml_state:
-            return _nvml_state["module"]
-        module: Any | None = None
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            module = pynvml
-            reason = "ok"
-        except ImportError as exc:
-            reason = f"pynvml is not installed ({exc})"
-        except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
-            reason = str(exc) or type(exc).__name__
-        _nvml_state["reason"] = reason
-        _nvml_state["module"] = module
-        return module
-
-
-def nvml_available() -> bool:
-    """True when NVML started (an NVIDIA driver is loaded)."""
-    return nvml() is not None
-
-
-def nvml_call(name: str, *args: Any, handle_key: int | None = None) -> Any | None:
-    """Call the NVML function ``name`` (e.g. "nvmlDeviceGetPowerUsage"); None on any NVML
-    error, and when this pynvml has no such function.
-
-    Errors that cannot go away (not supported, no permission, function not in this driver) are
-    remembered per function and device (``handle_key``) so the call is not repeated.
-    """
-    key = (name, -1 if handle_key is None else handle_key)
-    if key in _unsupported:
-        return None
-    module = nvml()
-    if module is None:
-        return None
-    func = getattr(module, name, None)
-    if func is None:  # an older nvidia-ml-py
-        _unsupported.add(key)
-        return None
-    try:
-        return func(*args)
-    except module.NVMLError as exc:
-        if type(exc).__name__ in _PERMANENT_ERRORS:
-            _unsupported.add(key)
-        return None
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def nvml_handles() -> list[tuple[int, Any]]:
-    """(NVML index, device handle) for every NVIDIA GPU NVML can open; [] without NVML."""
-    module = nvml()
-    if module is None:
-        return []
-    count = nvml_call("nvmlDeviceGetCount") or 0
-    handles = []
-    for index in range(count):
-        handle = nvml_call("nvmlDeviceGetHandleByIndex", index, handle_key=index)
-        if handle is not None:  # e.g. a GPU that fell off the bus: skip it, keep the others
-            handles.append((index, handle))
-    return handles
+# GPUs
 
 
 @dataclass
@@ -214,114 +133,19 @@ class GpuInfo:
 
 def gpus() -> list[GpuInfo]:
     """Every NVIDIA GPU NVML can see; [] when NVML is absent or fails (never raises)."""
-    module = nvml()
-    if module is None:
+    if not nvml.available():
         return []
-    driver = _text(nvml_call("nvmlSystemGetDriverVersion"))
-    result = []
-    for index, handle in nvml_handles():
-        memory = nvml_call("nvmlDeviceGetMemoryInfo", handle, handle_key=index)
-        limit_mw = nvml_call("nvmlDeviceGetEnforcedPowerLimit", handle, handle_key=index)
-        result.append(GpuInfo(
-            index=index,
-            name=_text(nvml_call("nvmlDeviceGetName", handle, handle_key=index)),
-            uuid=_text(nvml_call("nvmlDeviceGetUUID", handle, handle_key=index)),
-            memory_total=int(memory.total) if memory is not None else None,
-            memory_used=int(memory.used) if memory is not None else None,
-            driver_version=driver,
-            power_limit_w=limit_mw / 1000.0 if limit_mw is not None else None,
-        ))
-    return result
-
-
-def nvml_status() -> str:
-    """One line: "NVML 12.550.54, driver 550.54.15, 1 GPU" or "not available: <reason>"."""
-    module = nvml()
-    if module is None:
-        return f"not available: {_nvml_state.get('reason', 'unknown')}"
-    version = _text(nvml_call("nvmlSystemGetNVMLVersion")) or "n/a"
-    driver = _text(nvml_call("nvmlSystemGetDriverVersion")) or "n/a"
-    count = nvml_call("nvmlDeviceGetCount")
-    gpu_text = "n/a GPUs" if count is None else f"{count} GPU" + ("" if count == 1 else "s")
-    return f"NVML {version}, driver {driver}, {gpu_text}"
+    driver = nvml.driver_version()
+    return [GpuInfo(index=g.index, name=g.name, uuid=g.uuid, memory_total=g.memory_total,
+                    memory_used=g.memory_used, driver_version=driver, power_limit_w=g.power_limit_w)
+            for g in nvml.read_gpus()]
 
 
 # ---------------------------------------------------------------------------------------------
-# llama.cpp
+# llama.cpp, asked of an engine child
 
-
-def _ggml_string(lib: Any, name: str) -> str | None:
-    import ctypes
-
-    try:
-        func = getattr(lib, name)
-    except AttributeError:
-        return None
-    func.restype = ctypes.c_char_p
-    func.argtypes = []
-    return _text(func())
-
-
-def _ggml_libraries() -> list[Any]:
-    """ctypes handles through which ggml's own symbols can be looked up.
-
-    libllama links libggml-base and libggml, so on Linux/macOS dlsym on libllama's handle finds
-    them; Windows does not search dependencies, so the ggml libraries are also opened by name.
-    """
-    import llama_cpp.llama_cpp as lc
-
-    libs: list[Any] = [lc._lib] if getattr(lc, "_lib", None) is not None else []
-    base = getattr(lc, "_base_path", None)
-    if base is not None:
-        from llama_cpp._ctypes_extensions import load_shared_library
-
-        for name in ("ggml-base", "ggml"):
-            try:
-                libs.append(load_shared_library(name, Path(base)))
-            except Exception:  # absent under this name: the dependency lookup above may still work
-                pass
-    return libs
-
-
-def _backend_names(libs: list[Any]) -> list[str] | None:
-    """Names of the ggml backends registered in this build (["CUDA", "CPU"], ...)."""
-    import ctypes
-
-    for lib in libs:
-        try:
-            count_fn, get_fn, name_fn = lib.ggml_backend_reg_count, lib.ggml_backend_reg_get, lib.ggml_backend_reg_name
-        except AttributeError:
-            continue
-        count_fn.restype, count_fn.argtypes = ctypes.c_size_t, []
-        get_fn.restype, get_fn.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-        name_fn.restype, name_fn.argtypes = ctypes.c_char_p, [ctypes.c_void_p]
-        names = []
-        for i in range(count_fn()):
-            reg = get_fn(i)
-            if reg:
-                names.append(_text(name_fn(reg)) or "?")
-        return names
-    return None
-
-
-def _backends_from_system_info(system_info: str | None, gpu_offload: bool | None) -> list[str] | None:
-    """Backend names parsed from system_info ("CUDA : ARCHS = 890 | ... | CPU : SSE3 = 1 | ...").
-
-    Used only when the ggml registry cannot be read; a backend without features does not show
-    up there, hence the offload flag as a last hint.
-    """
-    if not system_info:
-        return None
-    names = []
-    for part in system_info.split("|"):
-        head, sep, rest = part.partition(" : ")
-        if sep and "=" not in head and head.strip():
-            names.append(head.strip())
-    if not names:
-        return None
-    if gpu_offload and names == ["CPU"]:
-        names.insert(0, "GPU")
-    return names
+_BUILD_CACHE = "llama_cpp_build.json"
+_build_memo: dict[str, Any] = {}
 
 
 def backends_label(names: list[str] | None) -> str | None:
@@ -332,57 +156,100 @@ def backends_label(names: list[str] | None) -> str | None:
     return ",".join(gpu_side) if gpu_side else "CPU"
 
 
+def llama_cpp_install() -> dict[str, Any] | None:
+    """What identifies the installed llama-cpp-python without loading it: the distribution's
+    version and libllama's path, size and mtime (a rebuild in place changes them). None when
+    llama_cpp is not installed."""
+    import importlib.metadata
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("llama_cpp")  # finds the package, does not import it
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or spec.origin is None:
+        return None
+    try:
+        version: str | None = importlib.metadata.version("llama-cpp-python")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    lib_dir = Path(spec.origin).parent / "lib"
+    libs = sorted(lib_dir.glob("libllama.*")) + sorted(lib_dir.glob("llama.*"))
+    key: dict[str, Any] = {"version": version, "package": str(Path(spec.origin).parent)}
+    if libs:
+        st = libs[0].stat()
+        key.update(library=str(libs[0]), size=st.st_size, mtime_ns=st.st_mtime_ns)
+    return key
+
+
+def build_cache_path() -> Path:
+    """Where the build info asked of an engine child is kept (in the lab home's cache)."""
+    from lab import config
+
+    return config.cache_dir() / _BUILD_CACHE
+
+
+def _ask_engine_for_build_info() -> dict[str, Any]:
+    from lab.engine.runner import run_child
+
+    rows: list[dict[str, Any]] = []
+    outcome = run_child({"kind": "build_info", "payload": {}},
+                        on_event=lambda e: rows.append(e["row"]) if e.get("event") == "row" else None,
+                        timeout=120)
+    if outcome.status == "ok" and rows:
+        return rows[0]
+    info: dict[str, Any] = dict.fromkeys(_BUILD_FIELDS)
+    info["error"] = f"the engine could not read the llama.cpp build: {outcome.error or 'no answer'}"
+    return info
+
+
 def llama_cpp_info() -> dict[str, Any]:
-    """The llama.cpp build in this environment, read from the loaded library (no weights).
+    """The llama.cpp build in this environment, as an engine child reads it (no weights).
 
     Keys: ``version`` (llama-cpp-python), ``llama_version`` (libllama's own), ``ggml_version``,
     ``build_commit`` (ggml's GGML_COMMIT, the vendored llama.cpp's git short hash, possibly with
     "-dirty"), ``system_info``, ``gpu_offload``, ``backends`` (registered backend names),
-    ``backends_label`` (llama-bench's column) and ``error`` (why llama_cpp could not be
-    imported). Anything not obtainable is None. Read once per process; returns a copy.
+    ``backends_label`` (llama-bench's column) and ``error`` (why it could not be read). Anything
+    not obtainable is None.
+
+    This process never loads llama.cpp: a child is asked once per installed llama-cpp-python
+    (its version and library file), and the answer is cached in the lab home. Returns a copy.
     """
-    info = dict(_llama_cpp_info())
-    if info["backends"] is not None:
+    install = llama_cpp_install()
+    memo_key = json.dumps(install, sort_keys=True)
+    info = _build_memo.get(memo_key)
+    if info is None:
+        info = _cached_or_asked(install)
+        if not info.get("error"):
+            _build_memo[memo_key] = info
+    info = dict(info)
+    if info.get("backends") is not None:
         info["backends"] = list(info["backends"])
+    info["backends_label"] = backends_label(info.get("backends"))
     return info
 
 
-@functools.lru_cache(maxsize=1)
-def _llama_cpp_info() -> dict[str, Any]:
-    info: dict[str, Any] = dict.fromkeys(
-        ("version", "llama_version", "ggml_version", "build_commit", "system_info", "gpu_offload",
-         "backends", "backends_label", "error"))
-    try:
-        import llama_cpp
-    except Exception as exc:  # not installed, or the shared library fails to load
-        info["error"] = f"llama_cpp cannot be imported: {exc}"
+def _cached_or_asked(install: dict[str, Any] | None) -> dict[str, Any]:
+    if install is None:
+        info: dict[str, Any] = dict.fromkeys(_BUILD_FIELDS)
+        info["error"] = "llama_cpp cannot be imported: llama-cpp-python is not installed"
         return info
-    info["version"] = getattr(llama_cpp, "__version__", None)
+    path = build_cache_path()
     try:
-        info["system_info"] = (_text(llama_cpp.llama_print_system_info()) or "").strip() or None
-    except Exception:
-        pass
-    try:
-        info["gpu_offload"] = bool(llama_cpp.llama_supports_gpu_offload())
-    except Exception:
-        pass
-    try:
-        info["llama_version"] = _text(llama_cpp.llama_version())
-    except Exception:  # older bindings have no llama_version()
-        pass
-    try:
-        libs = _ggml_libraries()
-    except Exception:
-        libs = []
-    for lib in libs:
-        info["build_commit"] = info["build_commit"] or _ggml_string(lib, "ggml_commit")
-        info["ggml_version"] = info["ggml_version"] or _ggml_string(lib, "ggml_version")
-    try:
-        names = _backend_names(libs)
-    except Exception:
-        names = None
-    info["backends"] = names or _backends_from_system_info(info["system_info"], info["gpu_offload"])
-    info["backends_label"] = backends_label(info["backends"])
+        cached = json.loads(path.read_text())
+        if cached.get("install") == install and isinstance(cached.get("info"), dict):
+            return cached["info"]
+    except (OSError, ValueError, AttributeError):
+        pass  # absent or unreadable: ask again
+    info = _ask_engine_for_build_info()
+    if not info.get("error"):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"install": install, "info": info}, indent=1))
+            tmp.replace(path)
+        except OSError:
+            pass  # a read-only home: ask again next time
     return info
 
 
@@ -411,7 +278,7 @@ def fingerprint_id(fp: dict[str, Any]) -> str:
 @functools.lru_cache(maxsize=1)
 def _fingerprint() -> tuple[tuple[str, Any], ...]:
     llama = llama_cpp_info()
-    devices = gpus() if nvml_available() else None
+    devices = gpus() if nvml.available() else None
     names = [g.name or "unknown GPU" for g in devices] if devices else []
     vram = [g.memory_total for g in devices] if devices else []
     fp: dict[str, Any] = {
@@ -444,43 +311,3 @@ def fingerprint() -> dict[str, Any]:
     """This machine as a ``machines`` row (every column but ``first_seen``, which the store
     fills). Computed once per process; each call returns a fresh copy."""
     return dict(_fingerprint())
-
-
-def doctor() -> dict[str, Any]:
-    """Everything ``rightsizer doctor`` shows: the fingerprint, NVML and GPUs, llama.cpp
-    build details, what the monitor can read here, and the lab's paths."""
-    from lab import config
-    from lab import monitor
-
-    llama = llama_cpp_info()
-    info = fingerprint()
-    info.update(
-        llama_cpp_library_version=llama["llama_version"],
-        ggml_version=llama["ggml_version"],
-        backend_list=llama["backends"],
-        llama_cpp_error=llama["error"],
-        gpu_offload=llama["gpu_offload"],
-        nvml_available=nvml_available(),
-        nvml_status=nvml_status(),
-        gpus=[g.to_dict() for g in gpus()],
-        memory_available_bytes=memory_available(),
-        usable_physical_cores=physical_cores(),
-        rapl_readable=monitor.rapl_readable(),
-        extra_bufts=_extra_bufts_summary(),
-        proc_available=os.path.isdir("/proc/self") and os.path.exists("/proc/self/status"),
-        lab_home=str(config.lab_home()),
-        db_path=str(config.default_db_path()),
-        models_dir=str(config.models_dir()),
-    )
-    return info
-
-
-def _extra_bufts_summary() -> str | None:
-    """The engine's verdicts on llama.cpp's extra CPU buffer types (AMX / repacked weights) per
-    quant type on this CPU, e.g. "Q4_1: off (crashes here)"; None before any model was probed."""
-    from lab.engine.probe import cached_verdicts
-
-    verdicts = cached_verdicts()
-    if not verdicts:
-        return None
-    return ", ".join(f"{q}: {'on' if ok else 'off (crashes here)'}" for q, ok in sorted(verdicts.items()))

@@ -3,7 +3,12 @@
 One daemon thread takes a ``Sample`` every ``interval`` seconds: the child's RSS, CPU and
 threads (psutil), the machine's available memory, and, where the machine can give them, GPU
 memory, utilisation, power, temperature and energy (NVML) and CPU package energy (RAPL).
-``begin_window()`` / ``end_window()`` bracket one test and give its peak memory and energy.
+``begin_window()`` / ``end_window()`` bracket one test and give its peak memory and CPU use.
+
+Energy is not taken from the window: ``read_energy()`` reads every counter at once, and the
+caller reads it at the start and the end of each timed repetition; ``energy_over()`` turns
+those spans into joules per source (CPU package via RAPL, each GPU via NVML's total-energy
+counter), counting only the sources the test used (``energy_sources()``).
 
 Polls never overlap: the thread and the window calls take the same lock, and the thread
 sleeps on an Event until the next tick, so ``stop()`` is instant. A tick is kept cheap (one
@@ -20,19 +25,19 @@ import logging
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 import psutil
 
-from lab import hardware
+from lab import config, nvml
 
 log = logging.getLogger(__name__)
 
 # The shortest interval over which the child's CPU percentage is reported (seconds).
 MIN_CPU_INTERVAL = 0.05
-# nvml.h's NVML_TEMPERATURE_GPU, so pynvml need not be imported here
-NVML_TEMPERATURE_GPU = 0
+RAPL = "rapl"  # the CPU packages' energy source name; GPUs are "nvml:<index>"
 
 
 @dataclass
@@ -69,11 +74,32 @@ class WindowStats:
 
     peak_rss_bytes: int | None
     peak_vram_bytes: int | None  # the child's own VRAM, when NVML lists the child
-    mean_power_w: float | None
-    energy_j: float | None
-    energy_source: str | None  # "nvml", "rapl" or None
     mean_cpu_percent: float | None
     n_samples: int
+
+
+@dataclass
+class EnergyReading:
+    """Every energy counter at one instant: source name ("rapl", "nvml:0", ...) -> cumulative
+    joules (None: unreadable now). ``t`` is on the Sampler's clock."""
+
+    t: float
+    counters: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass
+class EnergyFigures:
+    """Energy over the timed repetitions of one test. ``energy_j`` sums the sources named in
+    ``energy_source`` ("rapl+nvml:0"); ``by_source`` has every source the test used, None where
+    its counter could not be read; ``per_rep_j`` is the counted energy of each repetition.
+    All None when no used source could be read."""
+
+    energy_j: float | None = None
+    energy_source: str | None = None
+    by_source: dict[str, float | None] = field(default_factory=dict)
+    per_rep_j: list[float] | None = None
+    seconds: float | None = None  # time the counted spans cover
+    mean_power_w: float | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,19 +113,19 @@ class RaplReader:
     into joules since this reader was created, which is correct as long as it is read at least
     once per wrap period (minutes even at full load; the sampler reads it every tick).
     Since Linux 5.10 the files are root-only, and VMs rarely expose them: then ``ok`` is False.
+    ``root`` is the powercap tree (default ``config.powercap_root()``).
     """
 
-    ROOT = "/sys/class/powercap"
-
-    def __init__(self) -> None:
+    def __init__(self, root: str | Path | None = None) -> None:
         self._domains: list[tuple[int, int]] = []  # (fd, max range in uJ)
         self._last: list[int] = []
         self._total_uj = 0
         self.ok = False
+        root = str(config.powercap_root() if root is None else root)
         # Top-level domains only ("intel-rapl:0", not the "intel-rapl:0:0" cores sub-domain,
         # nor "intel-rapl-mmio:0" which is the same package again), and only "package-N",
         # since "psys" covers the whole platform and would count the packages twice.
-        for path in sorted(glob.glob(os.path.join(self.ROOT, "intel-rapl:*"))):
+        for path in sorted(glob.glob(os.path.join(glob.escape(root), "intel-rapl:*"))):
             if os.path.basename(path).count(":") != 1:
                 continue
             try:
@@ -186,7 +212,47 @@ def rapl_readable() -> bool:
 
 def nvml_available() -> bool:
     """True when NVML started (an NVIDIA driver is loaded)."""
-    return hardware.nvml_available()
+    return nvml.available()
+
+
+def energy_sources(offloaded_layers: int, child_gpus: Iterable[int], all_gpus: Iterable[int]) -> list[str]:
+    """The energy counters a test uses: the CPU packages always; the GPUs only when layers are
+    offloaded, and then those where NVML lists the engine child (all GPUs NVML sees when it
+    lists no process, as in a container whose pid namespace hides host pids)."""
+    if offloaded_layers <= 0:
+        return [RAPL]
+    gpus = sorted(set(child_gpus)) or sorted(set(all_gpus))
+    return [RAPL] + [f"nvml:{i}" for i in gpus]
+
+
+def energy_over(spans: list[tuple[EnergyReading, EnergyReading]], sources: list[str]) -> EnergyFigures:
+    """Energy of the timed spans (start and end counter readings of each repetition), summed
+    over the ``sources`` whose counter was readable at both ends of every span. A counter that
+    went backwards (a driver reload) makes its source unreadable for the test; nothing is
+    estimated."""
+    if not spans:
+        return EnergyFigures(by_source=dict.fromkeys(sources))
+    deltas: dict[str, list[float] | None] = {}
+    for source in sources:
+        values: list[float] | None = []
+        for start, end in spans:
+            delta = _counter_delta(start.counters.get(source), end.counters.get(source))
+            if delta is None:
+                values = None
+                break
+            values.append(delta)  # type: ignore[union-attr]
+        deltas[source] = values
+    counted = [s for s in sources if deltas[s] is not None]
+    by_source = {s: (sum(deltas[s]) if deltas[s] is not None else None) for s in sources}  # type: ignore[arg-type]
+    if not counted:
+        return EnergyFigures(by_source=by_source)
+    per_rep = [sum(deltas[s][i] for s in counted) for i in range(len(spans))]  # type: ignore[index]
+    total = sum(per_rep)
+    seconds = sum(end.t - start.t for start, end in spans)
+    return EnergyFigures(
+        energy_j=total, energy_source="+".join(counted), by_source=by_source, per_rep_j=per_rep,
+        seconds=seconds, mean_power_w=total / seconds if seconds > 0 else None,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,7 +284,8 @@ class Sampler:
             self._cpu_since = time.monotonic()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             self._proc = None
-        self._gpu_handles = hardware.nvml_handles()  # [] without NVML; NVML starts once per process
+        self._gpu_handles = nvml.handles()  # [] without NVML; NVML starts once per process
+        self.child_gpus: set[int] = set()  # NVML indices of the GPUs where the child holds memory
         self._rapl = RaplReader()
 
     # -- public --------------------------------------------------------------------------------
@@ -249,14 +316,21 @@ class Sampler:
             sample = self._take()
         self._emit(sample)
 
-    def end_window(self) -> WindowStats:
-        """Close the test window: take a last sample now and summarise the window's samples.
+    @property
+    def gpu_indices(self) -> list[int]:
+        """NVML indices of every GPU this sampler reads."""
+        return [key for key, _ in self._gpu_handles]
 
-        Energy is the difference of a cumulative counter between the window's first and last
-        sample: NVML total energy (all GPUs) where every GPU has it, else RAPL package energy,
-        else None. Mean power is energy / elapsed time where a counter exists, else the mean of
-        the sampled GPU power, else None.
-        """
+    def read_energy(self) -> EnergyReading:
+        """Read every energy counter now: RAPL (all CPU packages) and each GPU's total energy."""
+        with self._lock:
+            counters: dict[str, float | None] = {RAPL: self._rapl.read() if self._rapl.ok else None}
+            for key, handle in self._gpu_handles:
+                counters[f"nvml:{key}"] = nvml.read_energy_j(handle, key)
+            return EnergyReading(t=self.now(), counters=counters)
+
+    def end_window(self) -> WindowStats:
+        """Close the test window: take a last sample now and summarise the window's samples."""
         with self._lock:
             if self._window is None:
                 raise RuntimeError("end_window() called without begin_window()")
@@ -331,29 +405,14 @@ class Sampler:
             sample.rss_bytes = sample.cpu_percent = sample.n_threads = None
 
     def _read_gpus(self, sample: Sample) -> None:
-        call = hardware.nvml_call
-        used: list[int | None] = []
-        proc_mem: list[int] = []
-        util: list[float] = []
-        power: list[float | None] = []
-        temps: list[float] = []
-        energy: list[float | None] = []
-        for key, handle in self._gpu_handles:
-            memory = call("nvmlDeviceGetMemoryInfo", handle, handle_key=key)
-            used.append(int(memory.used) if memory is not None else None)
-            mine = self._process_vram(handle, key)
-            if mine is not None:
-                proc_mem.append(mine)
-            rates = call("nvmlDeviceGetUtilizationRates", handle, handle_key=key)
-            if rates is not None:
-                util.append(float(rates.gpu))
-            mw = call("nvmlDeviceGetPowerUsage", handle, handle_key=key)
-            power.append(mw / 1000.0 if mw is not None else None)
-            temp = call("nvmlDeviceGetTemperature", handle, NVML_TEMPERATURE_GPU, handle_key=key)
-            if temp is not None:
-                temps.append(float(temp))
-            mj = call("nvmlDeviceGetTotalEnergyConsumption", handle, handle_key=key)
-            energy.append(mj / 1000.0 if mj is not None else None)
+        readings = nvml.read_gpus(self._gpu_handles, pid=self.pid, details=False)
+        used = [g.memory_used for g in readings]
+        power = [g.power_w for g in readings]
+        energy = [g.energy_j for g in readings]
+        util = [g.util for g in readings if g.util is not None]
+        temps = [g.temp_c for g in readings if g.temp_c is not None]
+        proc_mem = [g.proc_memory for g in readings if g.proc_memory is not None]
+        self.child_gpus.update(g.index for g in readings if g.proc_memory)
         # Sums only when every GPU answered: a partial sum would pass for the whole.
         sample.gpu_mem_used_bytes = sum(used) if used and None not in used else None  # type: ignore[arg-type]
         sample.gpu_proc_mem_bytes = sum(proc_mem) if proc_mem else None
@@ -361,18 +420,6 @@ class Sampler:
         sample.gpu_power_w = sum(power) if power and None not in power else None  # type: ignore[arg-type]
         sample.gpu_temp_c = max(temps) if temps else None
         sample.gpu_energy_j = sum(energy) if energy and None not in energy else None  # type: ignore[arg-type]
-
-    def _process_vram(self, handle: Any, key: int) -> int | None:
-        """The child's memory on one GPU; None when NVML does not list it (no context there, or
-        a container whose pid namespace hides host pids) or does not report the amount."""
-        found: int | None = None
-        for func in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
-            for entry in hardware.nvml_call(func, handle, handle_key=key) or ():
-                if entry.pid == self.pid and entry.usedGpuMemory is not None:
-                    # A process with compute and graphics contexts is listed twice with the
-                    # same total; max, not sum.
-                    found = max(found or 0, int(entry.usedGpuMemory))
-        return found
 
 
 def _counter_delta(first: float | None, last: float | None) -> float | None:
@@ -386,30 +433,16 @@ def _mean(values: list[float]) -> float | None:
 
 
 def summarize(window: list[Sample]) -> WindowStats:
-    """Peak memory, energy and mean power/CPU over a list of samples (one test window)."""
+    """Peak memory and mean CPU over a list of samples (one test window)."""
     if not window:
-        return WindowStats(None, None, None, None, None, None, 0)
+        return WindowStats(None, None, None, 0)
     rss = [s.rss_bytes for s in window if s.rss_bytes is not None]
     own_vram = [s.gpu_proc_mem_bytes for s in window if s.gpu_proc_mem_bytes is not None]
-    first, last = window[0], window[-1]
-    elapsed = last.t - first.t
-    energy, source = _counter_delta(first.gpu_energy_j, last.gpu_energy_j), "nvml"
-    if energy is None:
-        energy, source = _counter_delta(first.rapl_energy_j, last.rapl_energy_j), "rapl"
-    if energy is None:
-        source = None
-    if energy is not None and elapsed > 0:
-        mean_power = energy / elapsed
-    else:
-        mean_power = _mean([s.gpu_power_w for s in window if s.gpu_power_w is not None])
     return WindowStats(
         peak_rss_bytes=max(rss) if rss else None,
         # the child's own VRAM only: the device-wide figure includes other processes (a
         # desktop, another job) and stays in the samples for whoever wants it
         peak_vram_bytes=max(own_vram) if own_vram else None,
-        mean_power_w=mean_power,
-        energy_j=energy,
-        energy_source=source,
         mean_cpu_percent=_mean([s.cpu_percent for s in window if s.cpu_percent is not None]),
         n_samples=len(window),
     )

@@ -563,7 +563,7 @@ def measure_quality(store: "Store", options: QualityOptions, *, on_event: OnEven
 
     _validate(options)
     emit_event: OnEvent = on_event or (lambda _e: None)
-    from lab.quantize import default_threads
+    from lab.hardware import default_threads
 
     options.n_threads = options.n_threads or default_threads()
     text_path = Path(options.text) if options.text else DEFAULT_TEXT

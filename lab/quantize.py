@@ -224,13 +224,6 @@ class LadderStep:
         return d
 
 
-def default_threads() -> int:
-    """Physical cores usable by this process (what llama-quantize and llama-bench default to)."""
-    from lab.hardware import physical_cores
-
-    return physical_cores()
-
-
 def build_ladder(store: "Store", model: "LocalModel", types: list[str], *, out_dir: Path | None = None,
                  n_threads: int | None = None, force: bool = False,
                  on_step: Callable[[LadderStep], None] | None = None,
@@ -241,6 +234,7 @@ def build_ladder(store: "Store", model: "LocalModel", types: list[str], *, out_d
     unless ``force``. Failures are recorded and the ladder goes on; Ctrl-C stops it."""
     from lab import library
     from lab.engine.runner import run_child
+    from lab.hardware import default_threads
     from lab.gguf_info import inspect
     from lab.quality import record_machine, run_extra
 

@@ -66,7 +66,7 @@ _RUN_COLUMNS: dict[str, Any] = {
     "log_tail": str, "started_at": str, "finished_at": str, "lab_version": str,
     "llama_cpp_version": str, "build_commit": str, "n_gpu_layers": int, "use_mmap": int,
     "load_ms": float, "est_memory_bytes": int, "peak_rss_bytes": int, "peak_vram_bytes": int,
-    "label": str,
+    "label": str, "warnings": str,
 }
 
 _RESULT_COLUMNS: dict[str, Any] = {
@@ -79,6 +79,7 @@ _RESULT_COLUMNS: dict[str, Any] = {
     "samples_ns": str, "samples_ts": str, "cv": float, "noisy": int,
     "peak_rss_bytes": int, "peak_vram_bytes": int, "mean_power_w": float,
     "energy_j": float, "j_per_token": float, "energy_source": str,
+    "energy_by_source": str, "energy_samples_j": str, "rss_reset_failed": int,
     "est_memory_bytes": int, "kv_bytes": int, "mean_cpu_percent": float,
     "ttft_ms": float, "itl_p50_ms": float, "itl_p95_ms": float, "itl_p99_ms": float,
     "e2e_ms": float, "n_generated": int, "n_prompt_tokens": int, "n_prompts": int,

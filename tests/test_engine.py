@@ -216,9 +216,11 @@ def test_worker_protocol_direct(tiny_gguf: Path) -> None:
     out = run_child(job.to_wire(), on_event=events.append)
     assert out.status == "ok" and out.exit_code == 0
     kinds = [e["event"] for e in events]
-    assert kinds == [protocol.HELLO, protocol.LOADED, protocol.TEST_START, protocol.REP, protocol.REP,
-                     protocol.REP, protocol.TEST_END, protocol.DONE]
+    assert kinds == [protocol.HELLO, protocol.LOADED, protocol.TEST_START] + [protocol.REP_START, protocol.REP] * 3 + [
+        protocol.TEST_END, protocol.DONE]
+    assert [e["rep"] for e in events if e["event"] in (protocol.REP_START, protocol.REP)] == [0, 0, 1, 1, 2, 2]
     assert events[-2]["n_ctx"] == 4 and len(events[-2]["samples_ns"]) == 3
+    assert events[-2]["rss_reset_failed"] is False  # /proc/self/clear_refs is writable here
 
 
 def test_unknown_job_kind_is_reported(tmp_path: Path) -> None:
@@ -228,6 +230,8 @@ def test_unknown_job_kind_is_reported(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_in_the_cli_cancels_and_keeps_results(tiny_gguf: Path, tmp_path: Path) -> None:
+    import psutil
+
     db = tmp_path / "lab.db"
     proc = subprocess.Popen(
         [sys.executable, "-m", "lab", "bench", str(tiny_gguf), "-p", "16", "-n", "4000", "-r", "50",
@@ -237,6 +241,8 @@ def test_ctrl_c_in_the_cli_cancels_and_keeps_results(tiny_gguf: Path, tmp_path: 
     assert proc.stdout is not None
     first = json.loads(proc.stdout.readline())  # pp16 finished
     assert first["test"] == "pp16"
+    engines = _engines_of(proc.pid)
+    assert len(engines) == 1  # the engine is busy with tg4000
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
@@ -245,9 +251,24 @@ def test_ctrl_c_in_the_cli_cancels_and_keeps_results(tiny_gguf: Path, tmp_path: 
     run = store.get("runs", first["run_id"])
     assert run["status"] == "cancelled"
     assert [r["test"] for r in store.results(run=run["id"])] == ["pp16"]
-    # no engine child is left behind
-    children = subprocess.run(["pgrep", "-f", "lab.engine.worker"], capture_output=True, text=True).stdout.split()
-    assert all(int(p) != proc.pid for p in children)
+    # no engine child is left behind: the one that ran is gone, and no engine names this CLI as its parent
+    assert engines and not [p for p in engines if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not _engines_of(proc.pid)
+
+
+def _engines_of(parent_pid: int) -> list[int]:
+    """Live engine workers started by ``parent_pid`` (the runner writes it into their environment)."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if "lab.engine.worker" in " ".join(p.info["cmdline"] or ()) and p.info["status"] != psutil.STATUS_ZOMBIE \
+                    and p.environ().get("RIGHTSIZER_ENGINE_PARENT") == str(parent_pid):
+                found.append(p.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's prctl")
@@ -266,3 +287,174 @@ def test_an_engine_whose_parent_is_killed_outright_stops_too(tiny_gguf: Path, tm
     proc.wait(timeout=30)
     gone, alive = psutil.wait_procs([engine], timeout=10)
     assert gone and not alive
+
+
+# --- energy over the timed repetitions ----------------------------------------------------------
+
+
+def _powercap(root: Path, energy_uj: int, max_range_uj: int) -> Path:
+    """A powercap tree laid out as the kernel does: one package domain, a core sub-domain."""
+    for name, domain in (("intel-rapl:0", "package-0"), ("intel-rapl:0:0", "core")):
+        (root / name).mkdir(parents=True)
+        (root / name / "name").write_text(domain + "\n")
+        (root / name / "max_energy_range_uj").write_text(f"{max_range_uj}\n")
+        (root / name / "energy_uj").write_text(f"{energy_uj}\n")
+    return root / "intel-rapl:0" / "energy_uj"
+
+
+def test_energy_is_measured_over_the_timed_repetitions_only(tiny_gguf: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The counter moves by a known amount inside each timed repetition and by other amounts
+    outside them (warm-up, between repetitions): only the former may be counted."""
+    import lab.bench
+
+    max_range = 1_000_000
+    counter = _powercap(tmp_path / "powercap", max_range - 3_000, max_range)  # wraps in the first test
+    monkeypatch.setenv("RIGHTSIZER_POWERCAP", str(tmp_path / "powercap"))
+    # no sampler ticks during the run: every counter read is the recorder's own, on this thread
+    monkeypatch.setattr(lab.bench, "SAMPLE_INTERVAL_S", 3600.0)
+    value = {"uj": max_range - 3_000}
+    inside: dict[str, list[int]] = {}
+    current: dict[str, str] = {}
+
+    def bump(uj: int) -> None:
+        value["uj"] = (value["uj"] + uj) % max_range
+        counter.write_text(f"{value['uj']}\n")
+
+    def on_event(event: dict) -> None:
+        kind = event["event"]
+        if kind == "test_start":
+            current["test"] = event["test"]
+            bump(55_555)  # context creation and warm-up: not timed
+        elif kind == "rep_start":  # the recorder has read the counters: this is inside the repetition
+            uj = 1_000 * (event["rep"] + 1) * (len(inside) + 1)
+            inside.setdefault(current["test"], []).append(uj)
+            bump(uj)
+        elif kind == "rep":  # read at the repetition's end: what follows is between repetitions
+            bump(7_777)
+
+    store = Store(tmp_path / "lab.db")
+    outcome = run_bench(BenchOptions(models=[str(tiny_gguf)], n_prompt=[16], n_gen=[4], repetitions=3,
+                                     n_gpu_layers=[0]), store, on_event=on_event)
+    assert outcome.status == "ok"
+    rows = {r["test"]: r for r in store.results(run=outcome.run_ids[0])}
+    assert set(rows) == set(inside) == {"pp16", "tg4"}
+    for test, tokens in (("pp16", 16), ("tg4", 4)):
+        row, expected = rows[test], [uj / 1e6 for uj in inside[test]]
+        assert row["energy_source"] == "rapl"  # -ngl 0: the CPU packages only
+        assert row["energy_j"] == pytest.approx(sum(expected))
+        assert json.loads(row["energy_samples_j"]) == pytest.approx(expected)
+        assert json.loads(row["energy_by_source"]) == {"rapl": pytest.approx(sum(expected))}
+        assert row["j_per_token"] == pytest.approx(sum(expected) / (3 * tokens))
+        # mean power over the counted spans (parent-side clock), about the child's timed time
+        assert row["mean_power_w"] > 0 and row["energy_j"] / row["mean_power_w"] >= 0.5 * 3 * row["avg_ns"] / 1e9
+
+
+def test_energy_stays_null_without_a_counter(tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RIGHTSIZER_POWERCAP", str(tmp_path / "nothing-here"))
+    store = Store(tmp_path / "lab.db")
+    outcome = run_bench(BenchOptions(models=[str(tiny_gguf)], n_prompt=[8], n_gen=[0], repetitions=2,
+                                     n_gpu_layers=[0]), store)
+    (row,) = store.results(run=outcome.run_ids[0])
+    assert (row["energy_j"], row["energy_source"], row["j_per_token"], row["mean_power_w"]) == (None, None, None, None)
+    assert json.loads(row["energy_by_source"]) == {"rapl": None} and row["energy_samples_j"] is None
+
+
+# --- peak RSS when the per-test reset fails -----------------------------------------------------
+
+
+def _read_only_proc_works() -> bool:
+    """True when this machine lets us run a command with /proc mounted read-only (a user, mount and
+    pid namespace, as in a locked-down container); then writing clear_refs fails for real."""
+    import shutil
+
+    if not sys.platform.startswith("linux") or shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-Urmpf", "--mount-proc", "sh", "-c",
+                            "mount -o remount,ro /proc && ! (echo 5 > /proc/self/clear_refs) 2>/dev/null"],
+                           capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _read_only_proc_works(), reason="cannot run a command with a read-only /proc here")
+def test_a_failed_peak_rss_reset_is_recorded_and_shown(tiny_gguf: Path, tmp_path: Path) -> None:
+    db = tmp_path / "lab.db"
+    bench = [sys.executable, "-m", "lab", "bench", str(tiny_gguf), "-p", "16", "-n", "4", "-r", "1", "--db", str(db)]
+    script = 'mount -o remount,ro /proc && exec "$@"'
+    locked = subprocess.run(["unshare", "-Urmpf", "--mount-proc", "sh", "-c", script, "sh", *bench, "-o", "json"],
+                            capture_output=True, text=True, timeout=300)
+    assert locked.returncode == 0, locked.stderr
+    records = json.loads(locked.stdout)
+    assert [r["rss_reset_failed"] for r in records] == [True, True]
+    table = subprocess.run(["unshare", "-Urmpf", "--mount-proc", "sh", "-c", script, "sh", *bench],
+                           capture_output=True, text=True, timeout=300)
+    assert table.returncode == 0, table.stderr
+    cells = [[c.strip() for c in line.split("|")] for line in table.stdout.splitlines() if line.startswith("|")]
+    rss_cells = [row[9] for row in cells if row[7] in ("pp16", "tg4")]
+    assert len(rss_cells) == 2 and all(cell.endswith("iB*") for cell in rss_cells)
+    assert "per-test reset (/proc/self/clear_refs) failed" in table.stdout
+    # the same bench with /proc as usual: the reset works and nothing is marked
+    normal = subprocess.run(bench, capture_output=True, text=True, timeout=300)
+    assert normal.returncode == 0 and "iB*" not in normal.stdout and "clear_refs" not in normal.stdout
+    stored = Store(db).results(order="test_time")
+    assert [r["rss_reset_failed"] for r in stored] == [1, 1, 1, 1, 0, 0]
+
+
+# --- the extra CPU buffer types probe -----------------------------------------------------------
+
+
+def _dies(how: str) -> list[str]:
+    """A real child process that ends the given way."""
+    return [sys.executable, "-c", f"import os, signal, time, sys\n{how}"]
+
+
+@pytest.mark.parametrize("how, ok, cached, says", [
+    ("sys.exit(0)", True, True, None),
+    ("os.kill(os.getpid(), signal.SIGILL)", False, True, None),  # the CPU cannot run the repacked path
+    ("os.kill(os.getpid(), signal.SIGSEGV)", False, True, None),
+    ("os.kill(os.getpid(), signal.SIGBUS)", False, True, None),
+    ("os.kill(os.getpid(), signal.SIGKILL)", False, False, "killed by SIGKILL (out of memory?)"),
+    ("os.kill(os.getpid(), signal.SIGABRT)", False, False, "killed by SIGABRT"),
+    ("sys.exit(4)", False, False, "decode failed"),
+    ("sys.exit(3)", False, False, "could not load the model"),
+    ("sys.exit(1)", False, False, "exited with code 1"),
+    ("time.sleep(30)", False, False, "did not finish within 1 s"),
+])
+def test_probe_caches_only_a_cpu_fault(how: str, ok: bool, cached: bool, says: str | None) -> None:
+    from lab.engine import probe
+
+    file_type = f"TEST_{abs(hash(how))}"  # a quant type of its own: real verdicts stay untouched
+    verdict = probe.extra_bufts_verdict("unused.gguf", file_type, command=_dies(how), timeout=1.0)
+    assert (verdict.ok, verdict.cached) == (ok, cached)
+    if says is None:
+        assert verdict.warning is None
+    else:
+        assert verdict.warning.startswith("llama.cpp's extra CPU buffer types") and verdict.warning.endswith(says)
+    remembered = probe.cached_verdicts()
+    assert (file_type in remembered) is cached
+    if cached:
+        assert remembered[file_type] is ok
+        # asked again, the cache answers: a command that would say otherwise is not run
+        again = probe.extra_bufts_verdict("unused.gguf", file_type, command=_dies("sys.exit(0 if %s else 132)" % (not ok)))
+        assert (again.ok, again.cached) == (ok, True)
+
+
+def test_a_probe_that_times_out_leaves_the_run_going_without_them(tiny_gguf: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RIGHTSIZER_HOME", str(tmp_path / "home"))  # no verdict cached for this model yet
+    monkeypatch.setenv("RIGHTSIZER_PROBE_TIMEOUT", "0.001")
+    events: list[dict] = []
+    store = Store(tmp_path / "lab.db")
+    outcome = run_bench(BenchOptions(models=[str(tiny_gguf)], n_prompt=[8], n_gen=[0], repetitions=1), store,
+                        on_event=events.append)
+    assert outcome.status == "ok"
+    (loaded,) = [e for e in events if e["event"] == "loaded"]
+    assert loaded["repack"] is False
+    warning = "llama.cpp's extra CPU buffer types (AMX/repacked weights) are off for this run: " \
+              "their probe did not finish within 0.001 s"
+    assert loaded["repack_warning"] == warning
+    assert store.get("runs", outcome.run_ids[0])["warnings"] == warning
+    assert f"warning: {warning}" in [e["line"] for e in events if e["event"] == "log"]
+    from lab.engine.probe import cached_verdicts
+
+    assert cached_verdicts() == {}  # nothing remembered: the next run probes again

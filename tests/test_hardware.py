@@ -13,11 +13,13 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
-from lab import hardware
+from lab import hardware, nvml
+from lab.cli.doctor import collect as doctor_info
 from lab.cli.doctor import doctor as doctor_command
+from lab.engine.buildinfo import backends_from_system_info
 from lab.store import _MACHINE_COLUMNS, Store
 
-NO_NVML = not hardware.nvml_available()
+NO_NVML = not nvml.available()
 
 
 def test_fingerprint_has_exactly_the_machine_columns() -> None:
@@ -64,14 +66,24 @@ def test_fingerprint_figures_are_this_machines() -> None:
     assert 0 < hardware.memory_available() <= hardware.memory_total()
 
 
-def test_llama_cpp_build_is_read_from_the_library() -> None:
-    import llama_cpp
+# What a process that does load llama.cpp reads, for comparison with the engine child's answer.
+_READ_IN_A_CHILD = """
+import json, llama_cpp
+print(json.dumps({"version": llama_cpp.__version__,
+                  "system_info": llama_cpp.llama_print_system_info().decode().strip(),
+                  "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload())}))
+"""
 
+
+def test_llama_cpp_build_is_read_from_the_library() -> None:
+    direct = json.loads(subprocess.run([sys.executable, "-c", _READ_IN_A_CHILD], capture_output=True,
+                                       text=True, check=True).stdout)
     info = hardware.llama_cpp_info()
     fp = hardware.fingerprint()
-    assert info["version"] == llama_cpp.__version__ == fp["llama_cpp_version"]
-    assert info["system_info"] == llama_cpp.llama_print_system_info().decode().strip() == fp["system_info"]
-    assert info["gpu_offload"] is bool(llama_cpp.llama_supports_gpu_offload())
+    assert info["error"] is None
+    assert info["version"] == direct["version"] == fp["llama_cpp_version"]
+    assert info["system_info"] == direct["system_info"] == fp["system_info"]
+    assert info["gpu_offload"] is direct["gpu_offload"]
     assert fp["gpu_offload"] == int(info["gpu_offload"])
     assert "CPU" in info["backends"]
     assert fp["backends"] == hardware.backends_label(info["backends"])
@@ -79,6 +91,65 @@ def test_llama_cpp_build_is_read_from_the_library() -> None:
     if info["build_commit"] is not None:
         assert int(info["build_commit"].split("-")[0], 16) >= 0
     assert fp["build_commit"] == info["build_commit"]
+    assert "llama_cpp" not in sys.modules  # this process asked an engine child
+
+
+def test_build_info_is_cached_per_llama_cpp_python_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = hardware.llama_cpp_info()
+    path = hardware.build_cache_path()
+    cached = json.loads(path.read_text())
+    install = hardware.llama_cpp_install()
+    assert cached["install"] == install and install["version"] == real["version"]
+    assert Path(install["library"]).name.startswith("libllama") and install["size"] == Path(install["library"]).stat().st_size
+    saved = path.read_text()
+    try:
+        # The cache is what answers for this install (no child asked): a marked copy shows it.
+        path.write_text(json.dumps({"install": install, "info": dict(cached["info"], system_info="MARK")}))
+        monkeypatch.setattr(hardware, "_build_memo", {})
+        assert hardware.llama_cpp_info()["system_info"] == "MARK"
+        # Another install (a rebuilt library: another size) asks an engine child again.
+        path.write_text(json.dumps({"install": dict(install, size=install["size"] + 1),
+                                    "info": dict(cached["info"], system_info="MARK")}))
+        monkeypatch.setattr(hardware, "_build_memo", {})
+        assert hardware.llama_cpp_info()["system_info"] == real["system_info"]
+        assert json.loads(path.read_text())["install"] == install
+    finally:
+        path.write_text(saved)
+
+
+# Everything the CLI and the app do in their own process around a bench, then a look at what is mapped.
+_PARENT_SCRIPT = """
+import json, sys
+from lab import hardware
+from lab.bench import BenchOptions, plan, run_bench
+from lab.cli.doctor import collect
+from lab.store import Store
+from lab.tui.data import detect_machine
+
+outcome = run_bench(BenchOptions(models=[sys.argv[1]], n_prompt=[8], n_gen=[2], repetitions=1), Store(sys.argv[2]))
+fp = hardware.fingerprint()
+machine = detect_machine()
+info = collect()
+plan(BenchOptions(models=[sys.argv[1]]))
+maps = open("/proc/self/maps").read().splitlines()
+print(json.dumps({
+    "status": outcome.status, "results": len(outcome.results), "system_info": fp["system_info"],
+    "machine_id": machine.id, "doctor_id": info["id"], "llama_cpp_imported": "llama_cpp" in sys.modules,
+    "mapped": sorted({line.split()[-1] for line in maps if "libllama" in line or "libggml" in line}),
+}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc")
+def test_the_parent_never_maps_llama_cpp(tiny_gguf: Path, tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", _PARENT_SCRIPT, str(tiny_gguf), str(tmp_path / "lab.db")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["status"] == "ok" and seen["results"] == 2
+    assert seen["system_info"] and "CPU" in seen["system_info"]  # the build is known all the same
+    assert seen["machine_id"] == seen["doctor_id"] == hardware.fingerprint()["id"]
+    assert seen["mapped"] == [] and seen["llama_cpp_imported"] is False
 
 
 def test_backends_follow_llama_bench_naming() -> None:
@@ -87,8 +158,9 @@ def test_backends_follow_llama_bench_naming() -> None:
     assert hardware.backends_label(["Metal", "BLAS", "CPU"]) == "Metal,BLAS"
     assert hardware.backends_label(None) is None
     cuda_info = "CUDA : ARCHS = 890 | USE_GRAPHS = 1 | CPU : SSE3 = 1 | AVX2 = 1 | "
-    assert hardware._backends_from_system_info(cuda_info, True) == ["CUDA", "CPU"]
-    assert hardware._backends_from_system_info(None, None) is None
+    assert backends_from_system_info(cuda_info, True) == ["CUDA", "CPU"]
+    assert backends_from_system_info("CPU : SSE3 = 1 | AVX2 = 1 | ", True) == ["GPU", "CPU"]
+    assert backends_from_system_info(None, None) is None
 
 
 @pytest.mark.skipif(not NO_NVML, reason="this machine has NVML")
@@ -96,7 +168,7 @@ def test_without_nvml_gpu_figures_are_none() -> None:
     fp = hardware.fingerprint()
     assert hardware.gpus() == []
     assert fp["gpu_info"] is None and fp["gpu_count"] is None and fp["vram_bytes"] is None
-    assert hardware.nvml_status().startswith("not available: ")
+    assert nvml.status().startswith("not available: ")
 
 
 @pytest.mark.skipif(NO_NVML, reason="no NVML on this machine")
@@ -104,7 +176,7 @@ def test_with_nvml_gpus_are_listed() -> None:
     fp = hardware.fingerprint()
     devices = hardware.gpus()
     assert fp["gpu_count"] == len(devices)
-    assert hardware.nvml_status().startswith("NVML ")
+    assert nvml.status().startswith("NVML ")
     for gpu in devices:
         assert gpu.memory_total is None or gpu.memory_total > 0
 
@@ -119,15 +191,25 @@ def test_the_store_accepts_the_fingerprint(tmp_path: Path) -> None:
     store.close()
 
 
-def test_doctor_reports_paths_and_probes(lab_home: Path) -> None:
-    info = hardware.doctor()
+def test_doctor_reports_paths_and_probes(lab_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # RAPL read from a powercap-shaped tree: one package domain that this process can read
+    package = lab_home / "powercap" / "intel-rapl:0"
+    package.mkdir(parents=True)
+    (package / "name").write_text("package-0\n")
+    (package / "max_energy_range_uj").write_text("262143328850\n")
+    (package / "energy_uj").write_text("1234\n")
+    monkeypatch.setenv("RIGHTSIZER_POWERCAP", str(lab_home / "powercap"))
+    info = doctor_info()
     assert info["lab_home"] == str(lab_home)
     assert info["db_path"] == str(lab_home / "rightsizer.db")
     assert info["models_dir"] == str(lab_home / "models")
     assert info["proc_available"] is Path("/proc/self/status").exists()
-    assert isinstance(info["rapl_readable"], bool)
+    assert info["rapl_readable"] is True
     assert info["nvml_available"] is not NO_NVML
     assert info["id"] == hardware.fingerprint()["id"]
+    assert info["llama_cpp_error"] is None and info["backend_list"] == hardware.llama_cpp_info()["backends"]
+    monkeypatch.setenv("RIGHTSIZER_POWERCAP", str(lab_home / "no-such-tree"))
+    assert doctor_info()["rapl_readable"] is False
 
 
 @pytest.mark.skipif(not NO_NVML, reason="this machine has NVML")
@@ -149,6 +231,8 @@ def test_doctor_command_json() -> None:
     if NO_NVML:
         assert data["gpu_info"] is None and data["gpu_count"] is None and data["vram_bytes"] is None
         assert data["gpus"] == []
+    else:
+        assert data["gpu_count"] == len(data["gpus"]) == len(hardware.gpus())
 
 
 def test_doctor_is_registered_on_the_group() -> None:

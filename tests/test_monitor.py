@@ -12,7 +12,7 @@ from typing import Iterator
 import pytest
 
 from lab import monitor
-from lab.monitor import RaplReader, Sample, Sampler, summarize
+from lab.monitor import EnergyReading, RaplReader, Sample, Sampler, energy_over, energy_sources, summarize
 from lab.store import _SAMPLE_COLUMNS
 
 MIB = 1 << 20
@@ -68,7 +68,6 @@ def child() -> Iterator[Child]:
     c.close()
 
 
-NO_COUNTER = not monitor.rapl_readable() and not monitor.nvml_available()
 needs_proc = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
 
 
@@ -133,18 +132,19 @@ def test_cpu_percent_of_a_busy_child(child: Child) -> None:
     assert stats.mean_cpu_percent is not None and stats.mean_cpu_percent > 50
 
 
-@pytest.mark.skipif(not NO_COUNTER, reason="this machine has an energy counter")
-def test_energy_is_none_without_a_counter(child: Child) -> None:
+def test_energy_is_none_without_a_counter(child: Child, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RIGHTSIZER_POWERCAP", str(tmp_path / "empty"))  # no RAPL domain at all
     sampler = Sampler(child.pid, interval=0.02)
     sampler.start()
-    sampler.begin_window()
+    start = sampler.read_energy()
     time.sleep(0.06)
-    stats = sampler.end_window()
+    end = sampler.read_energy()
     sampler.stop()
-    assert stats.energy_j is None and stats.energy_source is None and stats.mean_power_w is None
-    assert stats.peak_vram_bytes is None
-    latest = sampler.latest
-    assert latest.gpu_energy_j is None and latest.rapl_energy_j is None and latest.gpu_mem_used_bytes is None
+    assert start.counters["rapl"] is None and end.t > start.t
+    figures = energy_over([(start, end)], energy_sources(0, sampler.child_gpus, sampler.gpu_indices))
+    assert figures.energy_j is None and figures.energy_source is None and figures.mean_power_w is None
+    assert figures.by_source == {"rapl": None} and figures.per_rep_j is None
+    assert sampler.latest.rapl_energy_j is None
 
 
 def test_stop_after_the_child_exited_does_not_raise() -> None:
@@ -194,23 +194,53 @@ def test_end_window_without_begin_is_a_bug() -> None:
         sampler.end_window()
 
 
-def test_summarize_prefers_nvml_energy_then_rapl_then_sampled_power() -> None:
-    def s(t: float, **kw: float) -> Sample:
-        return Sample(t=t, **kw)
+def test_summarize_gives_peaks_and_mean_cpu() -> None:
+    window = [Sample(t=0.0, rss_bytes=5, cpu_percent=None, gpu_proc_mem_bytes=None),
+              Sample(t=0.1, rss_bytes=9, cpu_percent=150.0, gpu_proc_mem_bytes=3),
+              Sample(t=0.2, rss_bytes=None, cpu_percent=50.0, gpu_proc_mem_bytes=2)]
+    stats = summarize(window)
+    assert (stats.peak_rss_bytes, stats.peak_vram_bytes, stats.mean_cpu_percent, stats.n_samples) == (9, 3, 100.0, 3)
+    assert summarize([]).n_samples == 0 and summarize([]).peak_rss_bytes is None
 
-    both = [s(10.0, gpu_energy_j=100.0, rapl_energy_j=5.0, gpu_power_w=1.0),
-            s(12.0, gpu_energy_j=700.0, rapl_energy_j=65.0, gpu_power_w=1.0)]
-    stats = summarize(both)
-    assert (stats.energy_j, stats.energy_source, stats.mean_power_w) == (600.0, "nvml", 300.0)
-    rapl = [s(0.0, rapl_energy_j=5.0), s(1.0, rapl_energy_j=6.0), s(2.0, rapl_energy_j=25.0)]
-    stats = summarize(rapl)
-    assert (stats.energy_j, stats.energy_source, stats.mean_power_w) == (20.0, "rapl", 10.0)
-    sampled = [s(0.0, gpu_power_w=100.0), s(1.0, gpu_power_w=200.0), s(2.0)]
-    stats = summarize(sampled)
-    assert (stats.energy_j, stats.energy_source, stats.mean_power_w) == (None, None, 150.0)
-    reset = [s(0.0, gpu_energy_j=900.0), s(1.0, gpu_energy_j=10.0)]  # driver reloaded
-    assert summarize(reset).energy_j is None
-    assert summarize([]).n_samples == 0
+
+def test_energy_sources_are_the_devices_the_test_used() -> None:
+    # no layer offloaded: the CPU packages alone, however many GPUs there are
+    assert energy_sources(0, child_gpus={0}, all_gpus=[0, 1]) == ["rapl"]
+    # offloaded: the CPU plus the GPUs where the engine holds memory
+    assert energy_sources(13, child_gpus={1}, all_gpus=[0, 1]) == ["rapl", "nvml:1"]
+    # NVML lists no process (a container's pid namespace): every GPU it sees
+    assert energy_sources(13, child_gpus=set(), all_gpus=[1, 0]) == ["rapl", "nvml:0", "nvml:1"]
+    assert energy_sources(13, child_gpus=set(), all_gpus=[]) == ["rapl"]
+
+
+def _r(t: float, **counters: float | None) -> EnergyReading:
+    return EnergyReading(t=t, counters={k.replace("_", ":"): v for k, v in counters.items()})
+
+
+def test_energy_over_counts_each_repetition_and_each_used_source() -> None:
+    # two repetitions; between them (untimed: KV clear, depth fill) the counters move a lot
+    spans = [(_r(1.0, rapl=10.0, nvml_0=100.0, nvml_1=7.0), _r(1.5, rapl=12.0, nvml_0=130.0, nvml_1=8.0)),
+             (_r(9.0, rapl=50.0, nvml_0=900.0, nvml_1=9.0), _r(10.0, rapl=53.0, nvml_0=950.0, nvml_1=9.5))]
+    cpu = energy_over(spans, ["rapl"])
+    assert (cpu.energy_j, cpu.energy_source, cpu.per_rep_j) == (5.0, "rapl", [2.0, 3.0])
+    assert cpu.seconds == pytest.approx(1.5) and cpu.mean_power_w == pytest.approx(5.0 / 1.5)
+    gpu = energy_over(spans, ["rapl", "nvml:0"])  # GPU 1 holds no layer: not counted
+    assert (gpu.energy_j, gpu.energy_source, gpu.per_rep_j) == (85.0, "rapl+nvml:0", [32.0, 53.0])
+    assert gpu.by_source == {"rapl": 5.0, "nvml:0": 80.0}
+
+
+def test_an_unreadable_or_reset_counter_is_left_out_and_named() -> None:
+    spans = [(_r(0.0, rapl=None, nvml_0=100.0), _r(1.0, rapl=None, nvml_0=160.0)),
+             (_r(2.0, rapl=None, nvml_0=200.0), _r(3.0, rapl=None, nvml_0=240.0))]
+    figures = energy_over(spans, ["rapl", "nvml:0"])
+    assert (figures.energy_j, figures.energy_source) == (100.0, "nvml:0")
+    assert figures.by_source == {"rapl": None, "nvml:0": 100.0}
+    # a driver reload in the second repetition: that counter cannot be trusted for the test
+    reset = [spans[0], (_r(2.0, nvml_0=200.0), _r(3.0, nvml_0=3.0))]
+    figures = energy_over(reset, ["rapl", "nvml:0"])
+    assert figures.energy_j is None and figures.energy_source is None and figures.per_rep_j is None
+    assert figures.by_source == {"rapl": None, "nvml:0": None}
+    assert energy_over([], ["rapl"]).energy_j is None
 
 
 def _write(path: Path, text: str) -> None:
@@ -227,8 +257,7 @@ def test_rapl_reader_unwraps_and_counts_packages_only(tmp_path: Path, monkeypatc
         _write(root / name / "name", domain + "\n")
         _write(root / name / "max_energy_range_uj", "1000000\n")
         _write(root / name / "energy_uj", f"{energy}\n")
-    monkeypatch.setattr(RaplReader, "ROOT", str(root))
-    reader = RaplReader()
+    reader = RaplReader(root)
     assert reader.ok and reader.read() == 0.0
     _write(root / "intel-rapl:0" / "energy_uj", "100000\n")  # wrapped: +200_000 uJ
     _write(root / "intel-rapl:1" / "energy_uj", "50010\n")  # +50_000 uJ
@@ -238,16 +267,47 @@ def test_rapl_reader_unwraps_and_counts_packages_only(tmp_path: Path, monkeypatc
     assert reader.read() is None
     (root / "intel-rapl:1" / "energy_uj").chmod(0o000)
     if os.geteuid() != 0:  # root reads anything
-        assert not RaplReader().ok
+        assert not RaplReader(root).ok
 
 
-def test_rapl_readable_matches_this_machine() -> None:
-    files = list(Path("/sys/class/powercap").glob("intel-rapl:*/energy_uj"))
-    readable = bool(files) and all(os.access(f, os.R_OK) for f in files)
-    if not files:
-        assert monitor.rapl_readable() is False
-    elif not readable:
-        assert monitor.rapl_readable() is False
+def _package_domains_readable(root: Path) -> bool:
+    """The documented rule, from the files: every top-level package domain can be read."""
+    domains = [d for d in root.glob("intel-rapl:*") if d.name.count(":") == 1
+               and (d / "name").exists() and (d / "name").read_text().startswith("package")]
+    return bool(domains) and all(os.access(d / "energy_uj", os.R_OK) for d in domains)
+
+
+def test_rapl_readable_matches_this_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = _package_domains_readable(Path("/sys/class/powercap"))
+    assert monitor.rapl_readable() is expected
+    if expected:  # readable: the reader opens every package and starts from zero joules
+        reader = RaplReader()
+        assert reader.ok and reader.read() is not None and reader.read() >= 0.0
+        reader.close()
+    # and the same rule on a tree of our own, readable then empty
+    root = tmp_path / "powercap"
+    _write(root / "intel-rapl:0" / "name", "package-0\n")
+    _write(root / "intel-rapl:0" / "max_energy_range_uj", "1000\n")
+    _write(root / "intel-rapl:0" / "energy_uj", "5\n")
+    monkeypatch.setenv("RIGHTSIZER_POWERCAP", str(root))
+    assert _package_domains_readable(root) is True and monitor.rapl_readable() is True
+    monkeypatch.setenv("RIGHTSIZER_POWERCAP", str(tmp_path / "none"))
+    assert monitor.rapl_readable() is False
+
+
+def test_sampler_reads_rapl_energy_through_a_wrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "powercap"
+    _write(root / "intel-rapl:0" / "name", "package-0\n")
+    _write(root / "intel-rapl:0" / "max_energy_range_uj", "1000000\n")
+    _write(root / "intel-rapl:0" / "energy_uj", "999000\n")
+    monkeypatch.setenv("RIGHTSIZER_POWERCAP", str(root))
+    sampler = Sampler(os.getpid())
+    start = sampler.read_energy()
+    _write(root / "intel-rapl:0" / "energy_uj", "250000\n")  # wrapped: +251_000 uJ
+    end = sampler.read_energy()
+    sampler.stop()
+    figures = energy_over([(start, end)], ["rapl"])
+    assert figures.energy_j == pytest.approx(0.251) and figures.energy_source == "rapl"
 
 
 def test_mem_available_is_the_kernels() -> None:
@@ -311,11 +371,12 @@ class _ScriptedNvml:
 
 
 def test_gpu_figures_are_aggregated_and_unsupported_calls_become_none(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lab import hardware
+    from lab import hardware, nvml
+    from lab.tui import data
 
     fake = _ScriptedNvml(os.getpid())
-    monkeypatch.setattr(hardware, "_nvml_state", {"module": fake, "reason": "ok"})
-    monkeypatch.setattr(hardware, "_unsupported", set())
+    monkeypatch.setattr(nvml, "_state", {"module": fake, "reason": "ok"})
+    monkeypatch.setattr(nvml, "_unsupported", set())
     sampler = Sampler(os.getpid())
     sampler.begin_window()
     stats = sampler.end_window()
@@ -325,10 +386,21 @@ def test_gpu_figures_are_aggregated_and_unsupported_calls_become_none(monkeypatc
     assert s.gpu_util == 55.0 and s.gpu_temp_c == 61.0
     # a figure missing on one GPU makes the sum unknown, not a partial sum
     assert s.gpu_power_w is None and s.gpu_energy_j is None
-    assert stats.peak_vram_bytes == 3 * 2**30 and stats.energy_source != "nvml"
-    # "not supported" is remembered: GPU 1's energy is asked once, GPU 0's on every sample
+    assert stats.peak_vram_bytes == 3 * 2**30
+    # the engine holds memory on GPU 0 only: an offloaded test counts the CPU and GPU 0
+    assert sampler.child_gpus == {0} and sampler.gpu_indices == [0, 1]
+    assert energy_sources(5, sampler.child_gpus, sampler.gpu_indices) == ["rapl", "nvml:0"]
+    first, second = sampler.read_energy(), sampler.read_energy()
+    assert first.counters["nvml:1"] is None and second.counters["nvml:0"] - first.counters["nvml:0"] == 500.0
+    figures = energy_over([(first, second)], ["nvml:0", "nvml:1"])
+    assert (figures.energy_j, figures.energy_source) == (500.0, "nvml:0")
+    # "not supported" is remembered: GPU 1's energy is asked once, GPU 0's on every reading
     calls = fake.energy_calls
     sampler.begin_window()
     assert fake.energy_calls == calls + 1
     assert [g.index for g in hardware.gpus()] == [0, 1]
     assert hardware.gpus()[1].power_limit_w is None  # no such function on the stand-in
+    # the app's Machine screen reads the same way
+    readings = data.read_gpus()
+    assert [(g.index, g.memory_used, g.util, g.power_w, g.temp_c) for g in readings] == [
+        (0, 2**30, 50.0, 250.0, 60.0), (1, 2 * 2**30, 60.0, None, 61.0)]

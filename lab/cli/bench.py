@@ -86,13 +86,19 @@ CHAT_COLUMNS = [
 ]
 
 
+RSS_MARK = "*"
+RSS_NOTE = ("peak RSS since the engine started: the per-test reset (/proc/self/clear_refs) "
+            "failed here, so a test's figure can include an earlier test's peak")
+
+
 def json_record(row: dict[str, Any], machine: dict[str, Any] | None) -> dict[str, Any]:
     """A result in llama-bench's JSON shape plus Rightsizer's figures."""
     rec = dict(row)
-    for key in ("samples_ns", "samples_ts"):
+    for key in ("samples_ns", "samples_ts", "energy_by_source", "energy_samples_j"):
         if isinstance(rec.get(key), str):
             rec[key] = json.loads(rec[key])
     rec["noisy"] = bool(rec.get("noisy"))
+    rec["rss_reset_failed"] = bool(rec.get("rss_reset_failed"))
     if machine:
         for key in ("cpu_info", "gpu_info", "build_commit", "backends"):
             rec.setdefault(key, machine.get(key))
@@ -234,6 +240,8 @@ def bench(models: tuple[str, ...], n_prompt: list[int], n_gen: list[int], pg: li
         progress(event)
         if event["event"] == "result":
             printer.add(event["row"])
+        elif event["event"] == "loaded" and event.get("repack_warning"):
+            click.echo(f"warning: {event['repack_warning']}", err=True)
         elif event["event"] == "run_end" and event["status"] == "failed":
             click.echo(f"error: run {short_id(event['run_id'])} failed: {event['error']}", err=True)
 
@@ -269,7 +277,8 @@ class _RowPrinter:
 
     def _stream_table_row(self, row: dict[str, Any]) -> None:
         cols = self._columns()
-        cells = [c.render(row) for c in cols]
+        cells = [c.render(row) + (RSS_MARK if c.key == "peak_rss_bytes" and row.get("rss_reset_failed") else "")
+                 for c in cols]
         if self.widths is None:
             self.widths = [max(len(c.title), len(v), 8) for c, v in zip(cols, cells)]
             self.widths[0] = max(self.widths[0], 24)
@@ -291,6 +300,8 @@ class _RowPrinter:
         if self.fmt in ("table", "md") and chats:
             click.echo()
             click.echo(render_table(chats, CHAT_COLUMNS))
+        if self.fmt in ("table", "md") and any(r.get("rss_reset_failed") for r in self.rows):
+            click.echo(f"{RSS_MARK} {RSS_NOTE}")
         if self.fmt == "json":
             click.echo(json.dumps([json_record(r, _machine()) for r in self.rows], indent=2, default=str))
 

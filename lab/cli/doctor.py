@@ -1,8 +1,9 @@
 """``rightsizer doctor``: what this machine and this llama.cpp build can do, and what the lab
 can measure here (NVML, RAPL, /proc). Figures the machine cannot give print as "n/a".
 
-Only click is imported at module level; ``lab.hardware`` (psutil, and llama.cpp when called)
-is imported inside the command so that ``rightsizer --help`` stays fast.
+Only click is imported at module level; ``lab.hardware`` and ``lab.monitor`` (psutil) are
+imported inside the command so that ``rightsizer --help`` stays fast. llama.cpp's build is
+asked of an engine child (cached per installed llama-cpp-python), never loaded here.
 """
 
 from __future__ import annotations
@@ -60,6 +61,47 @@ def _show(value: Any, kind: str) -> Any:
     return value
 
 
+def collect() -> dict[str, Any]:
+    """Everything ``rightsizer doctor`` shows: the fingerprint, NVML and GPUs, llama.cpp
+    build details, what the monitor can read here, and the lab's paths."""
+    import os
+
+    from lab import config, hardware, monitor, nvml
+
+    llama = hardware.llama_cpp_info()
+    info = hardware.fingerprint()
+    info.update(
+        llama_cpp_library_version=llama["llama_version"],
+        ggml_version=llama["ggml_version"],
+        backend_list=llama["backends"],
+        llama_cpp_error=llama["error"],
+        gpu_offload=llama["gpu_offload"],
+        nvml_available=nvml.available(),
+        nvml_status=nvml.status(),
+        gpus=[g.to_dict() for g in hardware.gpus()],
+        memory_available_bytes=hardware.memory_available(),
+        usable_physical_cores=hardware.physical_cores(),
+        rapl_readable=monitor.rapl_readable(),
+        extra_bufts=_extra_bufts_summary(),
+        proc_available=os.path.isdir("/proc/self") and os.path.exists("/proc/self/status"),
+        lab_home=str(config.lab_home()),
+        db_path=str(config.default_db_path()),
+        models_dir=str(config.models_dir()),
+    )
+    return info
+
+
+def _extra_bufts_summary() -> str | None:
+    """The engine's verdicts on llama.cpp's extra CPU buffer types (AMX / repacked weights) per
+    quant type on this CPU, e.g. "Q4_1: off (crashes here)"; None before any model was probed."""
+    from lab.engine.probe import cached_verdicts
+
+    verdicts = cached_verdicts()
+    if not verdicts:
+        return None
+    return ", ".join(f"{q}: {'on' if ok else 'off (crashes here)'}" for q, ok in sorted(verdicts.items()))
+
+
 def _gpu_rows(gpus: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for gpu in gpus:
@@ -80,9 +122,7 @@ def _gpu_rows(gpus: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @db_option
 def doctor(fmt: str) -> None:
     """Show this machine's fingerprint, the llama.cpp build, and what can be measured here."""
-    from lab import hardware
-
-    info = hardware.doctor()
+    info = collect()
     info["db_path"] = str(resolve_db(None))  # the one this command line names
     if fmt == "json":
         click.echo(json.dumps(info, indent=2, default=str))

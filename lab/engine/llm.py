@@ -14,38 +14,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lab.engine.llamalog import set_log
 from lab.errors import LabError, ModelError
 
 _L: Any = None
-
-# ggml.h's enum ggml_log_level
-LOG_DEBUG, LOG_CONT = 1, 5
-LOG_ENV = "RIGHTSIZER_LLAMA_LOG"  # "debug": keep llama.cpp's debug lines too
-_log_callback: Any = None  # llama.cpp holds a pointer to it: it must outlive every call
-
-
-def set_log(L: Any) -> None:
-    """Send llama.cpp's log to stderr without its debug lines (unless $RIGHTSIZER_LLAMA_LOG is
-    "debug"). A model load prints thousands of per-tensor debug lines; they would bury the
-    lines that explain a failure in the crash report's tail and flood the app's log view."""
-    global _log_callback
-    if os.environ.get(LOG_ENV, "").strip().lower() == "debug":
-        # NULL restores llama.cpp's own logger: C writes to stderr, no Python callback per line.
-        L.llama_log_set(ctypes.cast(None, L.llama_log_callback), ctypes.c_void_p(0))
-        return
-    last = [0]
-
-    def on_log(level: int, text: bytes | None, _user: Any) -> None:
-        if level != LOG_CONT:
-            last[0] = level
-        if last[0] == LOG_DEBUG or not text:
-            return
-        view = memoryview(text)
-        while view:  # unbuffered: a line written before a crash must reach the parent
-            view = view[os.write(2, view):]
-
-    _log_callback = L.llama_log_callback(on_log)
-    L.llama_log_set(_log_callback, ctypes.c_void_p(0))
 
 
 def lib() -> Any:
@@ -113,10 +85,14 @@ class Model:
                  repack: bool | None = None):
         """``repack``: llama.cpp's extra CPU buffer types (AMX, repacked weights); None asks
         the probe whether they run on this CPU for this model's quant type."""
+        self.repack_warning: str | None = None
         if repack is None:
-            from lab.engine.probe import extra_bufts_ok
+            from lab.engine.probe import extra_bufts_verdict
 
-            repack = extra_bufts_ok(path)
+            verdict = extra_bufts_verdict(path)
+            repack, self.repack_warning = verdict.ok, verdict.warning
+            if verdict.warning:  # into llama.cpp's log stream, so the run's log shows it
+                os.write(2, f"warning: {verdict.warning}\n".encode())
         L = lib()
         params = L.llama_model_default_params()
         params.n_gpu_layers = int(n_gpu_layers)

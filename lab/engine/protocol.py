@@ -18,12 +18,14 @@ JOB_HANDLERS: dict[str, str] = {
     "quantize": "lab.quantize:run_quantize_job",
     "quality": "lab.quality:run_quality_job",
     "eval": "lab.evals.runner:run_eval_job",
+    "build_info": "lab.engine.buildinfo:run_build_info_job",
 }
 
 # Event names
 HELLO = "hello"            # child started: pid, llama.cpp version, system_info
 LOADED = "loaded"          # model loaded: load_ms, model_size, n_params, desc
 TEST_START = "test_start"  # index, test, reps, n_prompt, n_gen, n_depth, ...
+REP_START = "rep_start"    # index, rep: a timed repetition begins (the parent reads energy counters)
 REP = "rep"                # index, rep, ns, tokens, ts (one repetition timed)
 TOKEN = "token"            # chat/eval progress: index, tokens so far
 TEST_END = "test_end"      # index, the result row (child side figures)

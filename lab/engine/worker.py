@@ -33,14 +33,20 @@ def emit(event: str, **fields: Any) -> None:
     _out.flush()
 
 
-def reset_peak_rss() -> None:
+def reset_peak_rss() -> bool:
     """Reset the kernel's high-water mark (VmHWM) to the current RSS, so the next reading is
-    the peak of the coming test alone. Linux >= 4.0; elsewhere the lifetime peak is used."""
+    the peak of the coming test alone (Linux >= 4.0).
+
+    Returns False when the reset failed (no /proc, a read-only /proc in a container, a kernel
+    that refuses it): the next reading is then the peak since the engine started, and the
+    result says so (``rss_reset_failed``).
+    """
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
     except OSError:
-        pass
+        return False
+    return True
 
 
 def peak_rss_bytes() -> int | None:

@@ -6,7 +6,8 @@
 * ``pg P,N`` both, timed as one measurement; depth ``d`` fills the KV cache with d tokens first
   (not timed; the state is cached and restored for later repetitions, as llama-bench does).
 * One untimed warm-up (the pp run, then one tg token), then ``r`` repetitions; the KV cache is
-  cleared before each. Every repetition's time is sent to the parent.
+  cleared before each. Each repetition's start (``rep_start``, so the parent can read energy
+  counters) and time (``rep``) are sent to the parent.
 * ``chat`` real prompts through the model's chat template, greedy decoding: time to first
   token, every inter-token gap, end-to-end time and tokens generated, per prompt.
 """
@@ -57,6 +58,7 @@ class Bench:
             protocol.LOADED, load_ms=load_ms, model_size=self.model.size, n_params=self.model.n_params,
             desc=self.model.desc, n_vocab=self.model.n_vocab, peak_rss_bytes=peak_rss_bytes(),
             chat_template=self.model.chat_template() is not None, repack=self.model.repack,
+            repack_warning=self.model.repack_warning,
         )
 
     @staticmethod
@@ -145,6 +147,7 @@ class Bench:
                 self.fill_depth(ctx, test.n_depth)
             prompt = self.random_prompt(test.n_prompt) if test.n_prompt else []
             gen = [first_gen] + [self.rng.randrange(self.model.n_vocab) for _ in range(max(0, test.n_gen - 1))]
+            self.emit(protocol.REP_START, index=index, rep=rep)
             t0 = time.perf_counter_ns()
             if test.n_prompt:
                 self.test_prompt(ctx, prompt)
@@ -204,6 +207,7 @@ class Bench:
             generate(token_lists[0][: min(len(token_lists[0]), 32)], report=False)
         per_prompt = []
         for rep, prompt in enumerate(token_lists):
+            self.emit(protocol.REP_START, index=index, rep=rep)
             result = generate(prompt, report=True)
             per_prompt.append(result)
             gen_ns = sum(result["gaps_ns"])
@@ -235,11 +239,12 @@ def run_bench_job(payload: dict[str, Any], emit: Emit) -> None:
             test, cp = item.test, item.ctx
             emit(protocol.TEST_START, index=index, test=test.name, reps=job.repetitions if test.kind != "chat" else len(job.prompts))
             bench.release_unless(cp, bench.n_ctx_for(test))
-            reset_peak_rss()
+            reset_ok = reset_peak_rss()
             if test.kind == "chat":
                 figures = bench.run_chat_test(index, test, cp)
             else:
                 figures = bench.run_speed_test(index, test, cp)
-            emit(protocol.TEST_END, index=index, test=test.name, peak_rss_bytes=peak_rss_bytes(), **figures)
+            emit(protocol.TEST_END, index=index, test=test.name, peak_rss_bytes=peak_rss_bytes(),
+                 rss_reset_failed=not reset_ok, **figures)
     finally:
         bench.close()

@@ -366,7 +366,7 @@ def run_eval(store: "Store", options: EvalOptions, *, on_event: OnEvent | None =
     from lab import library
     from lab.evals.suite import load_suite
     from lab.quality import record_machine
-    from lab.quantize import default_threads
+    from lab.hardware import default_threads
 
     if options.max_tokens < 1:
         raise LabError("--max-tokens must be at least 1")

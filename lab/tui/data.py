@@ -19,6 +19,7 @@ import psutil
 from lab import library
 from lab.errors import LabError, ModelError
 from lab.library import LocalModel
+from lab.nvml import GpuReading
 
 # --- the machine ------------------------------------------------------------------------------
 
@@ -41,28 +42,17 @@ class MachineContext:
 
 
 def detect_machine() -> MachineContext:
-    """Fingerprint this machine (loads llama.cpp's library once, ~0.3 s: call it in a worker)."""
-    from lab import hardware
+    """Fingerprint this machine (the llama.cpp build comes from an engine child the first time,
+    ~0.5 s, cached after: call it in a worker). This process never loads llama.cpp."""
+    from lab import hardware, nvml
 
     fp = hardware.fingerprint()
     offload = fp.get("gpu_offload")
     return MachineContext(
         fingerprint=fp, physical_cores=hardware.physical_cores(),
         gpu_offload=None if offload is None else bool(offload), memory_total=hardware.memory_total(),
-        vram_total=fp.get("vram_bytes"), nvml_status=hardware.nvml_status(),
+        vram_total=fp.get("vram_bytes"), nvml_status=nvml.status(),
     )
-
-
-@dataclass
-class GpuReading:
-    index: int
-    name: str | None
-    memory_used: int | None
-    memory_total: int | None
-    util: float | None
-    power_w: float | None
-    power_limit_w: float | None
-    temp_c: float | None
 
 
 @dataclass
@@ -117,31 +107,10 @@ class SystemProbe:
 
 def read_gpus() -> list[GpuReading]:
     """Per-GPU memory, utilisation, power and temperature through NVML; [] without NVML.
-    Figures a device cannot give are None (``hardware.nvml_call`` turns errors into None)."""
-    from lab import hardware
+    Figures a device cannot give are None."""
+    from lab import nvml
 
-    nv = hardware.nvml()
-    if nv is None:
-        return []
-    call = hardware.nvml_call
-    out = []
-    for index, handle in enumerate(hardware.nvml_handles()):
-        memory = call(nv.nvmlDeviceGetMemoryInfo, handle, handle_key=index)
-        rates = call(nv.nvmlDeviceGetUtilizationRates, handle, handle_key=index)
-        mw = call(nv.nvmlDeviceGetPowerUsage, handle, handle_key=index)
-        limit = call(nv.nvmlDeviceGetEnforcedPowerLimit, handle, handle_key=index)
-        temp = call(nv.nvmlDeviceGetTemperature, handle, nv.NVML_TEMPERATURE_GPU, handle_key=index)
-        name = call(nv.nvmlDeviceGetName, handle, handle_key=index)
-        out.append(GpuReading(
-            index=index, name=name.decode() if isinstance(name, bytes) else name,
-            memory_used=int(memory.used) if memory is not None else None,
-            memory_total=int(memory.total) if memory is not None else None,
-            util=float(rates.gpu) if rates is not None else None,
-            power_w=mw / 1000.0 if mw is not None else None,
-            power_limit_w=limit / 1000.0 if limit is not None else None,
-            temp_c=float(temp) if temp is not None else None,
-        ))
-    return out
+    return nvml.read_gpus()
 
 
 # --- the library ------------------------------------------------------------------------------
