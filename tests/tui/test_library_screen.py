@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, Static
 
 from conftest import screen_text, wait_for
 
@@ -75,7 +75,9 @@ async def test_delete_removes_a_models_folder_file_after_confirmation(make_app, 
         assert str(_table(app).get_row_at(0)[0]) == "tiny-llama-2L.gguf"
         await pilot.press("d")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "DeleteScreen")
-        assert "in the models folder" in screen_text(app)
+        text = str(app.screen.query_one(".dialog-text", Static).content)
+        assert "In the models folder." in text and "Removes (" in text
+        assert f"{models_dir / 'tiny-llama-2L.gguf'}  (file)" in text  # the plan models rm prints
         await pilot.press("escape")  # cancelling deletes nothing
         assert (models_dir / "tiny-llama-2L.gguf").exists()
         await pilot.press("d")
@@ -84,6 +86,27 @@ async def test_delete_removes_a_models_folder_file_after_confirmation(make_app, 
         await wait_for(pilot, lambda: _table(app).row_count == 2)
         assert not (models_dir / "tiny-llama-2L.gguf").exists()
         assert (models_dir / "tiny-llama-4L.gguf").exists()
+
+
+async def test_delete_of_a_linked_model_removes_the_link_and_says_the_target_stays(
+        make_app, models_dir: Path, tmp_path: Path) -> None:
+    target = tmp_path / "other-disk" / "linked-Q4_0.gguf"
+    target.parent.mkdir()
+    target.write_bytes((models_dir / "tiny-llama-4L.gguf").read_bytes())
+    (models_dir / "tiny-llama-4L.gguf").unlink()
+    (models_dir / "tiny-llama-4L.gguf").symlink_to(target)
+    app = make_app()
+    async with app.run_test(size=(160, 40)) as pilot:
+        await wait_for(pilot, lambda: app.library is not None and _table(app).row_count >= 3)
+        row = next(i for i in range(_table(app).row_count) if str(_table(app).get_row_at(i)[0]) == "tiny-llama-4L.gguf")
+        _table(app).move_cursor(row=row)
+        await pilot.press("d")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "DeleteScreen")
+        text = str(app.screen.query_one(".dialog-text", Static).content)  # unwrapped
+        assert "Keeps:" in text and f"{target}  (the target of a link; only the link is removed)" in text
+        await pilot.click("#yes")
+        await wait_for(pilot, lambda: not (models_dir / "tiny-llama-4L.gguf").is_symlink())
+        assert target.read_bytes()[:4] == b"GGUF"
 
 
 async def test_the_demo_model_is_never_deleted(make_app) -> None:
