@@ -565,3 +565,13 @@ def known_model_id(store: "Store", model: LocalModel) -> str | None:
         pass
     rows = store.query(f"select id from models where path in ({', '.join('?' * len(paths))})", paths)
     return rows[0]["id"] if rows else None
+
+
+def measured_models(store: "Store") -> list[dict[str, Any]]:
+    """Every ``models`` row with a stored result, quality or eval row: a model measured by its
+    path stays known after its file moves or goes."""
+    return store.query(
+        "select * from models m where exists (select 1 from results r where r.model_id = m.id) "
+        "or exists (select 1 from quality q where q.model_id = m.id) "
+        "or exists (select 1 from eval_runs e where e.model_id = m.id) order by model_filename"
+    )

@@ -161,6 +161,8 @@ class LibraryEntry:
     tg_ts: float | None = None
     quality: dict[str, Any] | None = None  # newest ``quality`` row (any machine)
     evaluation: dict[str, Any] | None = None  # newest ``eval_runs`` row (any machine)
+    row: dict[str, Any] | None = None  # the ``models`` row of a model known only from the store
+    missing: bool = False  # measured once, but its file is no longer there
 
     @property
     def key(self) -> str:
@@ -178,7 +180,9 @@ class LibraryEntry:
 
 def load_library(store: Any, models: list[LocalModel] | None = None) -> list[LibraryEntry]:
     """Scan the library (unless ``models`` is given) and read every header; never hashes a
-    file: the model id comes from the store's hash cache or a registered row with that path."""
+    file: the model id comes from the store's hash cache or a registered row with that path.
+    Every measured model the scan does not find follows, by its stored path (``missing`` when
+    the file is gone)."""
     from lab.gguf_info import inspect
 
     models = library.scan() if models is None else models
@@ -197,8 +201,32 @@ def load_library(store: Any, models: list[LocalModel] | None = None) -> list[Lib
             pass
         entry.model_id = entry.model_id or by_path.get(str(m.path)) or by_path.get(str(m.path.resolve()))
         entries.append(entry)
-
+    entries += _measured_elsewhere(store, models, {e.model_id for e in entries if e.model_id})
     return entries
+
+
+def _measured_elsewhere(store: Any, models: list[LocalModel], known_ids: set[str]) -> list[LibraryEntry]:
+    """Library entries for measured models outside the scanned folders, by their stored path."""
+    from lab.gguf_info import inspect
+
+    seen = {str(m.path) for m in models} | {str(m.path.resolve()) for m in models}
+    out = []
+    for row in library.measured_models(store):
+        if row["id"] in known_ids or not row.get("path") or row["path"] in seen:
+            continue
+        path = Path(row["path"])
+        model = LocalModel(name=str(row.get("model_filename") or path.name), path=path, source="path",
+                           size=int(row.get("file_size") or 0))
+        entry = LibraryEntry(model=model, model_id=row["id"], row=row, missing=not path.is_file())
+        if entry.missing:
+            entry.error = f"The file is gone: {path}"
+        else:
+            try:
+                entry.summary = inspect(path)
+            except (ModelError, OSError) as exc:
+                entry.error = str(exc)
+        out.append(entry)
+    return out
 
 
 known_model_id = library.known_model_id  # the deletion plan's lookup: one way to find an id
