@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from lab import config
-from lab.errors import ModelError
+from lab.errors import LabError, ModelError
 
 if TYPE_CHECKING:
     from lab.store import Store
@@ -498,8 +498,6 @@ def _plan_hf_cleanup(plan: DeletionPlan, repos: dict[Path, "_HfRepo"], leaving: 
 def delete_model(plan: DeletionPlan, store: "Store | None" = None, model_id: str | None = None) -> None:
     """Carry out ``plan`` (made again first: if the files changed since it was shown, nothing is
     deleted), then forget the model's row if its bytes are gone. Measurements are kept."""
-    from lab.errors import LabError
-
     if not plan.allowed:
         raise LabError(plan.reason or f"{plan.entry_name} cannot be deleted")
     if plan.model is not None:
@@ -530,8 +528,6 @@ def delete_model(plan: DeletionPlan, store: "Store | None" = None, model_id: str
 
 
 def _unlink(path: Path) -> None:
-    from lab.errors import LabError
-
     try:
         path.unlink()  # never follows a link
     except FileNotFoundError:
