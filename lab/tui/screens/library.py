@@ -126,7 +126,8 @@ class DetailText(Static):
 
 class LibraryScreen(LabScreen):
     MODE = "library"
-    HELP = ("Every local model: the models folder, the Hugging Face cache and the bundled demo. "
+    HELP = ("Every local model: the models folder, the Hugging Face cache and the bundled demo, then "
+            "every model measured elsewhere, by its path (source 'gone' when the file no longer exists). "
             "Memory is estimated from the GGUF header at the chosen context; pp/tg are the newest "
             "measurements on this machine (n/a: never measured here); KLD (against the reference) "
             "and acc (task accuracy) are the newest from any machine. L shows every quant of the "
@@ -204,14 +205,17 @@ class LibraryScreen(LabScreen):
         s = e.summary
         fit = self._fit(e)
         right = lambda v: Text(v, justify="right")  # noqa: E731
+        row = e.row or {}  # a measured model's stored figures, when its header cannot be read
+        arch = s.arch if s else row.get("arch") if e.missing else None
         cells = {
-            "name": short_name(e.model), "quant": s.file_type if s else fmt.NA,
+            "name": short_name(e.model), "quant": s.file_type if s else row.get("file_type") or fmt.NA,
             "size": right(fmt.human_bytes(e.model.size)), "est": right(fmt.human_bytes(fit.est_bytes)),
             "fits": self._fit_cell(fit), "pp": right(fmt.ts(e.pp_ts)), "tg": right(fmt.ts(e.tg_ts)),
             "kld": right(fmt.kld((e.quality or {}).get("kld_mean"))),
             "acc": right(fmt.share((e.evaluation or {}).get("accuracy"))),
-            "params": right(fmt.human_count(s.model_n_params) if s else fmt.NA),
-            "arch": s.arch if s else Text("unreadable", style="bold"), "source": e.model.source,
+            "params": right(fmt.human_count(s.model_n_params if s else row.get("model_n_params"))),
+            "arch": arch or Text("unreadable", style="bold"),
+            "source": Text("gone", style="bold") if e.missing else e.model.source,
         }
         return [cells[key] for key, _ in COLUMNS]
 
@@ -239,7 +243,8 @@ class LibraryScreen(LabScreen):
             return
         available = self.app.memory_available()  # type: ignore[attr-defined]
         n = len(self.entries)
-        text = (f"{n} model{'s' if n != 1 else ''} · memory estimated at {self.n_ctx} tokens of context "
+        gone = sum(e.missing for e in self.entries.values())
+        text = (f"{n} model{'s' if n != 1 else ''}{f' ({gone} gone)' if gone else ''} · memory estimated at {self.n_ctx} tokens of context "
                 f"(+/- to change) · {fmt.human_bytes(available)} RAM available")
         machine = self.app.machine  # type: ignore[attr-defined]
         if machine is not None and machine.vram_total:
@@ -376,6 +381,9 @@ class LibraryScreen(LabScreen):
         if entry is None:
             self.notify("No model selected.", severity="warning")
             return
+        if entry.missing:
+            self.notify(f"{entry.error}; there is nothing to benchmark.", severity="warning")
+            return
         self.app.open_run_with(entry.bench_arg)  # type: ignore[attr-defined]
 
     def action_inspect(self) -> None:
@@ -383,6 +391,9 @@ class LibraryScreen(LabScreen):
 
         entry = self.selected()
         if entry is None:
+            return
+        if entry.missing:
+            self.notify(f"{entry.error}; there is no header to inspect.", severity="warning")
             return
         details = self.details.get(entry.key)
         if details is None:
