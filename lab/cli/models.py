@@ -144,7 +144,7 @@ def rm(model: str, assume_yes: bool, db_path: Path | None) -> None:
     and what is kept, then asks (no answer counts as no) unless --yes. Measurements are kept.
     """
     from lab import library
-    from lab.cli import open_store
+    from lab.cli.db import open_store
     from lab.errors import LabError
 
     local = _model_to_remove(model)
