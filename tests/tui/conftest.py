@@ -204,6 +204,9 @@ def seed_store(db_path: Path, tiny_models: list[Path]) -> dict[str, Any]:
         "Q4_1@lab-box": (470.1, 171.7), "Q8_0@lab-box": (452.3, 121.4),
         "Q4_1@big-box": (2210.5, 402.9), "Q8_0@big-box": (2105.0, 330.2),
     }
+    # the child's peak: the tiny F32 models' as in the recorded run (replay.py), the demo's quants'
+    # as measured on the 2-core reference machine
+    peak_rss = {"F32": 54 * MIB, "Q4_1": 172 * MIB, "Q8_0": 172 * MIB}
     index = 0
     run_ids = []
     for m in models:
@@ -212,7 +215,7 @@ def seed_store(db_path: Path, tiny_models: list[Path]) -> dict[str, Any]:
                 continue  # the tiny models were only measured on lab-box
             pp, tg = speeds.get(f"{m['file_type']}@{fp['hostname']}", (9000.0 + 10 * index, 2400.0 + 10 * index))
             run_ids.append(bench_run(store, index=index, machine=fp, model=m, summary=summaries[m["id"]],
-                                     speeds={"pp512": pp, "tg128": tg}, peak_rss=172 * MIB))
+                                     speeds={"pp512": pp, "tg128": tg}, peak_rss=peak_rss[m["file_type"]]))
             index += 1
     seed_ladder(store)
     store.close()
