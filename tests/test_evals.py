@@ -309,6 +309,7 @@ def test_constrained_eval_is_always_schema_valid(tiny_gguf: Path, store, tmp_pat
     con, free = runs
     assert con["constrained"] == 1 and free["constrained"] == 0
     assert con["n_items"] == 6 and con["format_valid_rate"] == 1.0 and con["n_error"] == 0 and con["n_timeout"] == 0
+    assert len(con["items"]) == 6  # the loop below checks every item, not none
     for it in con["items"]:
         value = json.loads(it["output"])  # whatever the random model says, it is valid JSON of the schema
         assert js.errors(value, PERSON) == [] and it["format_valid"] == 1
@@ -356,6 +357,7 @@ def test_per_item_timeout(tiny_gguf: Path, store, tmp_path: Path) -> None:
                                          timeout_s=0.2, n_threads=1))
     assert time.monotonic() - t0 < 60
     assert run["n_timeout"] == 3 and run["accuracy"] == 0.0 and run["n_error"] == 0
+    assert len(run["items"]) == 3  # the loop below checks every item, not none
     for it in run["items"]:
         assert it["status"] == "timeout" and it["error"] == "generation took longer than 0.2 s"
         assert it["n_tokens"] >= 1 and 200 <= it["latency_ms"] < 5000

@@ -151,7 +151,8 @@ def test_demo_ladder_takes_seconds(demo_gguf: Path, store, tmp_path: Path) -> No
     got = {f["got"] for f in q2.fallback_tensors}
     assert len(q2.fallback_tensors) >= 150 and "Q4_0" in got
     km = by["Q4_K_M"].fallback_tensors
-    assert km and all(f["wanted"].endswith("_K") for f in km if f["wanted"] is not None)
+    wanted = [f["wanted"] for f in km if f["wanted"] is not None]
+    assert wanted and all(w.endswith("_K") for w in wanted)
     # the tied embedding (the output matrix) went to Q8_0 silently
     assert [f for f in km if f["wanted"] is None] == [
         {"tensor": "token_embd.weight", "ncols": 576, "wanted": None, "got": "Q8_0"}]

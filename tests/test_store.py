@@ -67,10 +67,19 @@ def test_check_database_accepts_a_new_or_current_database_without_migrating(tmp_
 
 
 def test_ids_are_unique_and_time_ordered() -> None:
+    import time
+
+    before_ms = time.time_ns() // 1_000_000
     ids = [store_mod.new_id() for _ in range(2000)]
+    after_ms = time.time_ns() // 1_000_000
     assert len(set(ids)) == 2000
-    assert all(len(i) == 32 for i in ids)
-    assert ids == sorted(ids) or sorted(ids)[0][:12] == ids[0][:12]  # same-ms ids may tie on the time part
+    assert all(len(i) == 32 and i[12] == "7" for i in ids)  # UUIDv7 layout: version nibble after the time
+    # The first 12 hex digits are the creation time in ms: never decreasing from one id to the
+    # next (ids made in the same millisecond tie there and differ in their random tail) ...
+    times = [int(i[:12], 16) for i in ids]
+    assert times == sorted(times)
+    # ... and the clock's own reading, not any number that happens to grow.
+    assert before_ms <= times[0] and times[-1] <= after_ms
 
 
 def test_run_lifecycle_and_filters(tmp_path: Path) -> None:

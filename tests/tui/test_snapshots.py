@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import screen_text, wait_for
-from replay import demo_run_events
+from replay import Player, load_recording, options_record, until
 
 
 async def _library_ready(pilot) -> None:
@@ -47,21 +47,32 @@ def test_run_form(make_app, snap_compare) -> None:
 
 
 @pytest.mark.parametrize("size", [(120, 36), (200, 50)], ids=["120x36", "200x50"])
-def test_run_live_dashboard(make_app, snap_compare, size) -> None:
+def test_run_live_dashboard(make_app, snap_compare, size, monkeypatch) -> None:
+    # The run is started as a user starts it (the form, ctrl+r, the bench worker, plan()); only
+    # run_bench is the recorded one: a real run of the tiny model, played back through the same
+    # on_event the app gives the bench, up to the third tg128 repetition, 12 s into the run.
+    header, events = load_recording()
     clock = [100.0]
+    player = Player(until(events, "tg128", rep=2), before=lambda: clock.__setitem__(0, 112.0))
+    monkeypatch.setattr("lab.bench.run_bench", player)
     app = make_app(clock=lambda: clock[0])
 
     async def run_before(pilot) -> None:
         await _go("2", lambda a: type(a.screen).__name__ == "RunScreen"
                   and a.screen.query_one("#f-threads").value == "2")(pilot)
-        screen = pilot.app.screen
-        screen.live.begin()
-        screen._set_running(True)
-        clock[0] = 112.0  # 12 s into the run
-        screen.replay(demo_run_events())
+        pilot.app.screen.query_one("#f-models").value = header["model"]  # in the models folder
+        await pilot.press("ctrl+r")
+        live = pilot.app.live
+        # every event out and folded (a drain folds and paints in one go on the UI thread)
+        await wait_for(pilot, lambda: player.posted.is_set() and not live.inbox
+                       and (live.test_name, live.reps_done) == ("tg128", 3))
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
+    # the form built the options the recording was made with, and planned the same tests
+    ((options, plans),) = player.calls
+    assert options_record(options) == header["options"]
+    assert [p.tests for p in plans] == [next(e["tests"] for e in events if e["event"] == "run_start")]
 
 
 def test_results(make_app, snap_compare) -> None:

@@ -377,12 +377,3 @@ class RunScreen(LabScreen):
             key=key,
         )
         table.move_cursor(row=table.row_count - 1)
-
-    def replay(self, events: list[dict[str, Any]]) -> None:
-        """Feed recorded events through the path a live run takes (snapshot tests)."""
-        if not self.live.active:
-            self.live.begin()
-        for event in events:
-            self.live.post(event)
-        self._drain()
-        self._render_samples()
