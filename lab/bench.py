@@ -205,10 +205,13 @@ def effective_gpu_layers(n_gpu_layers: int, summary: Any, offload: bool) -> int:
     return n_gpu_layers
 
 
-def test_estimate(summary: Any, item: BenchItem, job: BenchJob, gpu_layers: int, n_ctx: int | None = None) -> Any:
+def test_estimate(summary: Any, item: BenchItem, job: BenchJob, gpu_layers: int, n_ctx: int | None = None,
+                  repack: bool | None = None) -> Any:
     """The memory estimate (``gguf_info.MemoryEstimate``) of one test in its configuration:
     its context, batch sizes, KV types, flash attention, and the most tokens it decodes at
-    once (a pp test's prompt or the depth fill; 1 for tg; a chat prompt up to the ubatch)."""
+    once (a pp test's prompt or the depth fill; 1 for tg; a chat prompt up to the ubatch).
+    ``repack``: whether the engine used the extra CPU buffer types; None takes the job's
+    setting, and assumes them on where the job leaves it to the engine's probe."""
     from lab.gguf_info import estimate_memory
 
     test, cp = item.test, item.ctx
@@ -216,6 +219,7 @@ def test_estimate(summary: Any, item: BenchItem, job: BenchJob, gpu_layers: int,
     return estimate_memory(
         summary, n_ctx or _n_ctx(test, job), n_ubatch=cp.n_ubatch, n_batch=cp.n_batch, type_k=cp.type_k,
         type_v=cp.type_v, flash_attn=cp.flash_attn, n_gpu_layers=gpu_layers, n_decode=n_decode,
+        repack=job.model.repack is not False if repack is None else repack,
     )
 
 
@@ -301,7 +305,8 @@ class _RunRecorder:
         n_ctx = int(end.get("n_ctx") or 0)
         est = test_estimate(self.planned.summary, item, self.planned.job,
                             effective_gpu_layers(mp.n_gpu_layers, self.planned.summary,
-                                                 bool(self.machine.get("gpu_offload"))), max(n_ctx, 1))
+                                                 bool(self.machine.get("gpu_offload"))), max(n_ctx, 1),
+                            self.loaded.get("repack"))
         row: dict[str, Any] = {
             "run_id": self.run_id, "machine_id": self.machine["id"], "model_id": self.model_row["id"],
             "model_filename": self.model_row["model_filename"],

@@ -111,6 +111,7 @@ class ModelSummary:
     n_tensors: int
     tensor_types: dict[str, int] = field(default_factory=dict)
     n_merges: int | None = None  # BPE merge rules (their table costs memory at load)
+    repack_bytes: int = 0  # weights the CPU backend copies into repacked buffers (REPACK_TYPES)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -339,7 +340,21 @@ def summarize(header: GGUFHeader, path: str | os.PathLike[str] | None = None,
         n_tensors=len(header.tensors),
         tensor_types=dict(Counter(t.type_name for t in header.tensors)),
         n_merges=n_merges,
+        repack_bytes=sum(t.n_bytes for t in header.tensors if _repackable(t)),
     )
+
+
+# Weight types that llama.cpp's CPU backend copies into interleaved ("repacked") buffers when
+# its extra buffer types are on, as observed on x86-64 with AVX2/AVX-512 (llama-cpp-python
+# 0.3.36): Q4_0, and Q4_K and IQ4_NL, which the same code repacks. Q8_0, Q4_1, Q3_K and Q6_K
+# stay mapped there. The file's pages stay resident too, so a repacked weight counts twice.
+REPACK_TYPES = {"Q4_0", "Q4_K", "IQ4_NL"}
+
+
+def _repackable(t: TensorInfo) -> bool:
+    # matrix weights with rows in groups of 8; token_embd is read by row lookup, never repacked
+    return (len(t.shape) == 2 and t.name != "token_embd.weight" and t.shape[1] % 8 == 0
+            and t.type_name in REPACK_TYPES)
 
 
 def inspect(path: str | os.PathLike[str]) -> ModelSummary:
@@ -444,7 +459,7 @@ def _graph_floats_per_token(s: ModelSummary, n_kv: int, flash_attn: bool, n_outp
 
 def estimate_memory(s: ModelSummary, n_ctx: int, *, n_ubatch: int = 512, type_k: str = "f16",
                     type_v: str = "f16", n_gpu_layers: int = 0, flash_attn: bool | int = -1,
-                    n_batch: int = 2048, n_decode: int | None = None) -> MemoryEstimate:
+                    n_batch: int = 2048, n_decode: int | None = None, repack: bool = False) -> MemoryEstimate:
     """Memory of a context of ``n_ctx`` tokens: llama.cpp's buffers and the peak RSS.
 
     ``flash_attn``: True, 1 or -1 (auto, llama.cpp's default, which it turns on where the
@@ -453,6 +468,8 @@ def estimate_memory(s: ModelSummary, n_ctx: int, *, n_ubatch: int = 512, type_k:
     standard attention; the compute buffer follows llama.cpp's graph for llama-like models.
     With or without mmap every weight is resident during a test (mapped and populated, or
     read into an allocated buffer of the same size), so the figures do not depend on it.
+    ``repack``: llama.cpp's extra CPU buffer types are on, adding a repacked copy of the
+    weights of :data:`REPACK_TYPES`.
     """
     fa = flash_attn is True or flash_attn in (1, -1)
     n_kv = _pad(max(1, n_ctx), KV_CELL_PAD)
@@ -479,4 +496,5 @@ def estimate_memory(s: ModelSummary, n_ctx: int, *, n_ubatch: int = 512, type_k:
     if n_gpu_layers and n_layer:
         share = min(n_gpu_layers, n_layer + 1) / (n_layer + 1)
         gpu = int(s.model_size * share)
-    return MemoryEstimate(n_ctx, s.model_size, kv, compute, overhead, gpu, output, resident)
+    weights = s.model_size + (s.repack_bytes if repack else 0)
+    return MemoryEstimate(n_ctx, weights, kv, compute, overhead, gpu, output, resident)
