@@ -63,7 +63,7 @@ class PlannedRun:
     path: Path
     summary: Any  # gguf_info.ModelSummary
     job: BenchJob
-    estimate: Any  # gguf_info.MemoryEstimate at the largest context of the run
+    estimate: Any  # gguf_info.MemoryEstimate of the run's most demanding test
 
     @property
     def tests(self) -> list[str]:
@@ -144,7 +144,7 @@ def plan(options: BenchOptions, *, available_bytes: int | None = None) -> list[P
     """Resolve models, read their headers, build one job per model instance and check that
     each fits in memory (refused unless ``force``)."""
     from lab import library
-    from lab.gguf_info import estimate_memory, inspect
+    from lab.gguf_info import inspect
 
     _validate(options)
     from lab.hardware import default_threads
@@ -174,12 +174,8 @@ def plan(options: BenchOptions, *, available_bytes: int | None = None) -> list[P
                 items=items, repetitions=options.repetitions, warmup=options.warmup,
                 prompts=prompts, chat_max_tokens=options.chat_max_tokens,
             )
-            worst = max(items, key=lambda i: (_n_ctx(i.test, job), i.ctx.n_ubatch))
-            est = estimate_memory(
-                summary, _n_ctx(worst.test, job), n_ubatch=worst.ctx.n_ubatch, type_k=worst.ctx.type_k,
-                type_v=worst.ctx.type_v, n_gpu_layers=effective_gpu_layers(ngl, summary, offload),
-                flash_attn=worst.ctx.flash_attn == 1,
-            )
+            est = max((test_estimate(summary, i, job, effective_gpu_layers(ngl, summary, offload)) for i in items),
+                      key=lambda e: e.host_bytes)
             if est.host_bytes > available_bytes and not options.force:
                 raise NotEnoughMemory(
                     f"{local.name} needs about {est.host_bytes / 2**30:.2f} GiB at context {est.n_ctx} "
@@ -203,6 +199,24 @@ def effective_gpu_layers(n_gpu_layers: int, summary: Any, offload: bool) -> int:
     if n_gpu_layers < 0:
         return (summary.n_layer or 0) + 1
     return n_gpu_layers
+
+
+def test_estimate(summary: Any, item: BenchItem, job: BenchJob, gpu_layers: int, n_ctx: int | None = None,
+                  repack: bool | None = None) -> Any:
+    """The memory estimate (``gguf_info.MemoryEstimate``) of one test in its configuration:
+    its context, batch sizes, KV types, flash attention, and the most tokens it decodes at
+    once (a pp test's prompt or the depth fill; 1 for tg; a chat prompt up to the ubatch).
+    ``repack``: whether the engine used the extra CPU buffer types; None takes the job's
+    setting, and assumes them on where the job leaves it to the engine's probe."""
+    from lab.gguf_info import estimate_memory
+
+    test, cp = item.test, item.ctx
+    n_decode = None if test.kind == "chat" else max(test.n_prompt, test.n_depth, 1)
+    return estimate_memory(
+        summary, n_ctx or _n_ctx(test, job), n_ubatch=cp.n_ubatch, n_batch=cp.n_batch, type_k=cp.type_k,
+        type_v=cp.type_v, flash_attn=cp.flash_attn, n_gpu_layers=gpu_layers, n_decode=n_decode,
+        repack=job.model.repack is not False if repack is None else repack,
+    )
 
 
 def _n_ctx(test: TestSpec, job: BenchJob) -> int:
@@ -294,15 +308,13 @@ class _RunRecorder:
         self.on_event(dict(event, run_id=self.run_id))
 
     def result_row(self, end: dict[str, Any]) -> dict[str, Any]:
-        from lab.gguf_info import estimate_memory
-
         item = self.planned.job.items[end["index"]]
         test, cp, mp = item.test, item.ctx, self.planned.job.model
         window = self.sampler.end_window() if self.sampler is not None else None
         n_ctx = int(end.get("n_ctx") or 0)
         offloaded = effective_gpu_layers(mp.n_gpu_layers, self.planned.summary, bool(self.machine.get("gpu_offload")))
-        est = estimate_memory(self.planned.summary, max(n_ctx, 1), n_ubatch=cp.n_ubatch, type_k=cp.type_k,
-                              type_v=cp.type_v, flash_attn=cp.flash_attn == 1, n_gpu_layers=offloaded)
+        est = test_estimate(self.planned.summary, item, self.planned.job, offloaded, max(n_ctx, 1),
+                            self.loaded.get("repack"))
         row: dict[str, Any] = {
             "run_id": self.run_id, "machine_id": self.machine["id"], "model_id": self.model_row["id"],
             "model_filename": self.model_row["model_filename"],
@@ -315,7 +327,9 @@ class _RunRecorder:
             "flash_attn": cp.flash_attn, "use_mmap": int(mp.use_mmap), "n_ctx": n_ctx,
             "peak_rss_bytes": end.get("peak_rss_bytes"), "rss_reset_failed": int(bool(end.get("rss_reset_failed"))),
             "est_memory_bytes": est.host_bytes,
-            "kv_bytes": est.kv_bytes,
+            "kv_bytes": est.kv_bytes, "est_alloc_bytes": est.alloc_bytes,
+            "alloc_model_bytes": self.loaded.get("alloc_model_bytes"),
+            **{k: end.get(k) for k in ("alloc_kv_bytes", "alloc_compute_bytes", "alloc_output_bytes")},
         }
         if test.kind == "chat":
             chats = end.get("chat") or []

@@ -110,6 +110,8 @@ class ModelSummary:
     gguf_version: int
     n_tensors: int
     tensor_types: dict[str, int] = field(default_factory=dict)
+    n_merges: int | None = None  # BPE merge rules (their table costs memory at load)
+    repack_bytes: int = 0  # weights the CPU backend copies into repacked buffers (REPACK_TYPES)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -308,6 +310,8 @@ def summarize(header: GGUFHeader, path: str | os.PathLike[str] | None = None,
     if n_vocab is None:
         embd = next((t for t in header.tensors if t.name == "token_embd.weight"), None)
         n_vocab = embd.shape[-1] if embd else None
+    merges = md.get("tokenizer.ggml.merges")
+    n_merges = merges.get("array_len") if isinstance(merges, dict) else len(merges) if isinstance(merges, list) else None
     ftype = file_type_name(md.get("general.file_type"), header.tensors)
     if path is not None and file_size is None:
         file_size = Path(path).stat().st_size
@@ -335,7 +339,22 @@ def summarize(header: GGUFHeader, path: str | os.PathLike[str] | None = None,
         gguf_version=header.version,
         n_tensors=len(header.tensors),
         tensor_types=dict(Counter(t.type_name for t in header.tensors)),
+        n_merges=n_merges,
+        repack_bytes=sum(t.n_bytes for t in header.tensors if _repackable(t)),
     )
+
+
+# Weight types that llama.cpp's CPU backend copies into interleaved ("repacked") buffers when
+# its extra buffer types are on, as observed on x86-64 with AVX2/AVX-512 (llama-cpp-python
+# 0.3.36): Q4_0, and Q4_K and IQ4_NL, which the same code repacks. Q8_0, Q4_1, Q3_K and Q6_K
+# stay mapped there. The file's pages stay resident too, so a repacked weight counts twice.
+REPACK_TYPES = {"Q4_0", "Q4_K", "IQ4_NL"}
+
+
+def _repackable(t: TensorInfo) -> bool:
+    # matrix weights with rows in groups of 8; token_embd is read by row lookup, never repacked
+    return (len(t.shape) == 2 and t.name != "token_embd.weight" and t.shape[1] % 8 == 0
+            and t.type_name in REPACK_TYPES)
 
 
 def inspect(path: str | os.PathLike[str]) -> ModelSummary:
@@ -344,6 +363,19 @@ def inspect(path: str | os.PathLike[str]) -> ModelSummary:
 
 
 # --- memory estimate --------------------------------------------------------------------------
+#
+# Two figures per test configuration, both for llama-like graphs on the CPU path:
+#
+# * what llama.cpp allocates, per buffer as it logs them after loading and context creation
+#   (model, KV, compute, output). The compute buffer is the graph allocator's peak for the
+#   worst-case ubatch that llama.cpp reserves: n_ubatch tokens, every one asking for logits.
+# * the test's peak RSS. Only pages that are written or mapped count: with mmap llama.cpp maps
+#   the tensor data with MAP_POPULATE, so every weight page is resident after loading (the
+#   header pages before the first tensor are unmapped; token-embedding rows never looked up are
+#   resident all the same); the KV cache is cleared, so it is all resident; but of the compute
+#   buffer only the part the test's real graphs use is touched. A pp test asks for the logits of
+#   its last token only, so the [n_vocab x n_ubatch] logits that dominate the reserved buffer of
+#   a large-vocabulary model are never written; a tg test decodes one token per graph.
 
 # bytes per element of the KV cache types llama.cpp accepts for -ctk/-ctv
 KV_TYPE_BYTES = {
@@ -351,60 +383,118 @@ KV_TYPE_BYTES = {
     "iq4_nl": 18 / 32, "q5_0": 22 / 32, "q5_1": 24 / 32,
 }
 
-# Resident memory of an engine process with llama.cpp loaded and no model (Python, libraries).
-# Measured on the demo machine; used so the estimate predicts the child's peak RSS.
-RUNTIME_OVERHEAD_BYTES = 48 * 1024 * 1024
+# llama.cpp rounds the context (KV cells) up to a multiple of this.
+KV_CELL_PAD = 256
+
+# Resident memory of an engine child beside llama.cpp's buffers: Python, numpy and the ggml
+# libraries, plus what loading a model builds on the heap. Fitted to engine children on the
+# reference machine (llama-cpp-python 0.3.36, x86-64): tiny models from 333 to 262k tokens,
+# 2 and 30 layers, and the demo model's BPE vocabulary; see tests/test_memory_estimate.py.
+RUNTIME_OVERHEAD_BYTES = 52 * 1024 * 1024
+VOCAB_TOKEN_BYTES = 153      # the vocabulary's token table and token-to-piece cache, per token
+MERGE_BYTES = 161            # BPE merge ranks, per merge rule
+TENSOR_BYTES = 11 * 1024     # graph and scheduler metadata, per model tensor
 
 
 @dataclass
 class MemoryEstimate:
+    """Predicted memory of one test configuration. ``weights/kv/compute/output_bytes`` are the
+    buffers llama.cpp allocates; ``compute_resident_bytes`` the part of the compute buffer the
+    test's graphs touch; ``overhead_bytes`` the process beside llama.cpp's buffers."""
+
     n_ctx: int
     weights_bytes: int
     kv_bytes: int
     compute_bytes: int
     overhead_bytes: int
     gpu_weights_bytes: int = 0
+    output_bytes: int = 0
+    compute_resident_bytes: int | None = None
+
+    @property
+    def alloc_bytes(self) -> int:
+        """What llama.cpp reports allocating: model + KV + compute + output buffers."""
+        return self.weights_bytes + self.kv_bytes + self.compute_bytes + self.output_bytes
 
     @property
     def total_bytes(self) -> int:
-        return self.weights_bytes + self.kv_bytes + self.compute_bytes + self.overhead_bytes
+        """Predicted peak memory of the engine process (host and GPU together)."""
+        compute = self.compute_bytes if self.compute_resident_bytes is None else self.compute_resident_bytes
+        return self.overhead_bytes + self.weights_bytes + self.kv_bytes + compute + self.output_bytes
 
     @property
     def host_bytes(self) -> int:
+        """Predicted peak RSS: the total less the weights that live on a GPU."""
         return self.total_bytes - self.gpu_weights_bytes
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, int | None]:
         d = asdict(self)
+        d["alloc_bytes"] = self.alloc_bytes
         d["total_bytes"] = self.total_bytes
         d["host_bytes"] = self.host_bytes
         return d
 
 
-def estimate_memory(s: ModelSummary, n_ctx: int, *, n_ubatch: int = 512, type_k: str = "f16",
-                    type_v: str = "f16", n_gpu_layers: int = 0, flash_attn: bool = False) -> MemoryEstimate:
-    """Weights + KV cache + compute buffer for a context of ``n_ctx`` tokens.
+def _pad(n: int, to: int) -> int:
+    return (n + to - 1) // to * to
 
-    The KV cache is exact for standard attention (layers x context x KV heads x head size x
-    bytes per element). The compute buffer is llama.cpp's worst case for one ubatch: the
-    hidden-state activations, the feed-forward intermediate, the attention scores (skipped by
-    flash attention) and the output logits.
+
+def _graph_floats_per_token(s: ModelSummary, n_kv: int, flash_attn: bool, n_outputs_per_token: float) -> float:
+    """The graph allocator's peak, in f32 values per ubatch token, for a llama-like graph:
+    the largest of the output, feed-forward and attention phases (each with what is still
+    live then). Fitted to llama.cpp's logged compute buffers across shapes (to within 2%)."""
+    n_embd = s.n_embd or 0
+    n_ff = s.n_ff or 4 * n_embd
+    n_head = s.n_head or 0
+    n_embd_kv = (s.n_head_kv or n_head) * (s.head_dim_k or 0)
+    mask = n_kv / 2 if flash_attn else n_kv  # the KQ mask is f16 for flash attention, else f32
+    output = (s.n_vocab or 0) * n_outputs_per_token + (2 if flash_attn else 3) * n_embd
+    ffn = 4 * n_ff + mask
+    if flash_attn:
+        attn = 6 * n_embd + n_embd_kv / 2 + mask
+    else:  # the KQ scores of every head are materialised
+        attn = n_kv * n_head + 5 * n_embd + 2 * n_embd_kv + mask
+    return max(output, ffn, attn) + 5  # + token, position and output-id inputs
+
+
+def estimate_memory(s: ModelSummary, n_ctx: int, *, n_ubatch: int = 512, type_k: str = "f16",
+                    type_v: str = "f16", n_gpu_layers: int = 0, flash_attn: bool | int = -1,
+                    n_batch: int = 2048, n_decode: int | None = None, repack: bool = False) -> MemoryEstimate:
+    """Memory of a context of ``n_ctx`` tokens: llama.cpp's buffers and the peak RSS.
+
+    ``flash_attn``: True, 1 or -1 (auto, llama.cpp's default, which it turns on where the
+    backend has it: always on the CPU); False or 0 for off. ``n_decode``: the most tokens one ``llama_decode`` of the test sends
+    (a pp test's prompt, 1 for tg); None assumes a full ubatch. The KV cache is exact for
+    standard attention; the compute buffer follows llama.cpp's graph for llama-like models.
+    With or without mmap every weight is resident during a test (mapped and populated, or
+    read into an allocated buffer of the same size), so the figures do not depend on it.
+    ``repack``: llama.cpp's extra CPU buffer types are on, adding a repacked copy of the
+    weights of :data:`REPACK_TYPES`.
     """
+    fa = flash_attn is True or flash_attn in (1, -1)
+    n_kv = _pad(max(1, n_ctx), KV_CELL_PAD)
     n_layer = s.n_layer or 0
     kv_heads = s.n_head_kv or 0
     kv_per_token = n_layer * kv_heads * (
         (s.head_dim_k or 0) * KV_TYPE_BYTES.get(type_k.lower(), 2.0)
         + (s.head_dim_v or 0) * KV_TYPE_BYTES.get(type_v.lower(), 2.0)
     )
-    kv = int(kv_per_token * n_ctx)
-    ub = min(n_ubatch, n_ctx)
-    n_embd = s.n_embd or 0
-    n_ff = s.n_ff or 4 * n_embd
-    activations = ub * (6 * n_embd + 3 * n_ff) * 4
-    scores = 0 if flash_attn else ub * n_ctx * (s.n_head or 0) * 4
-    logits = ub * (s.n_vocab or 0) * 4
-    compute = int(activations + scores + logits)
+    kv = int(kv_per_token * n_kv)
+    # llama.cpp caps the batch at the requested context, and the ubatch at the batch.
+    ub = max(1, min(n_ubatch, n_batch, max(1, n_ctx)))
+    compute = int(ub * 4 * _graph_floats_per_token(s, n_kv, fa, 1.0))
+    used = ub if n_decode is None else max(1, min(n_decode, ub))
+    # The test's graphs: one logits row per decode; without flash attention the softmaxed
+    # scores are converted to f16 for the product with V, in the CPU backend's work buffer.
+    resident = min(compute, int(used * 4 * _graph_floats_per_token(s, n_kv, fa, 1.0 / used)))
+    if not fa and used > 1:
+        resident += used * n_kv * (s.n_head or 0) * 2
+    output = (s.n_vocab or 0) * 4  # one sequence's logits row
+    overhead = (RUNTIME_OVERHEAD_BYTES + VOCAB_TOKEN_BYTES * (s.n_vocab or 0)
+                + MERGE_BYTES * (s.n_merges or 0) + TENSOR_BYTES * s.n_tensors)
     gpu = 0
     if n_gpu_layers and n_layer:
         share = min(n_gpu_layers, n_layer + 1) / (n_layer + 1)
         gpu = int(s.model_size * share)
-    return MemoryEstimate(n_ctx, s.model_size, kv, compute, RUNTIME_OVERHEAD_BYTES, gpu)
+    weights = s.model_size + (s.repack_bytes if repack else 0)
+    return MemoryEstimate(n_ctx, weights, kv, compute, overhead, gpu, output, resident)

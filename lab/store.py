@@ -81,6 +81,9 @@ _RESULT_COLUMNS: dict[str, Any] = {
     "energy_j": float, "j_per_token": float, "energy_source": str,
     "energy_by_source": str, "energy_samples_j": str, "rss_reset_failed": int,
     "est_memory_bytes": int, "kv_bytes": int, "mean_cpu_percent": float,
+    # llama.cpp's logged buffers for the test (NULL where not logged) and the estimate of their sum
+    "alloc_model_bytes": int, "alloc_kv_bytes": int, "alloc_compute_bytes": int,
+    "alloc_output_bytes": int, "est_alloc_bytes": int,
     "ttft_ms": float, "itl_p50_ms": float, "itl_p95_ms": float, "itl_p99_ms": float,
     "e2e_ms": float, "n_generated": int, "n_prompt_tokens": int, "n_prompts": int,
     "test_time": str,

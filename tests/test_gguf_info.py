@@ -67,7 +67,11 @@ def test_kv_cache_estimate_is_exact_for_standard_attention(demo_gguf: Path) -> N
     assert est.kv_bytes == 30 * 3 * 64 * 2 * 2 * 4096
     q8 = gguf_info.estimate_memory(s, 4096, type_k="q8_0", type_v="q8_0")
     assert q8.kv_bytes == pytest.approx(est.kv_bytes * 34 / 64, rel=1e-9)
-    assert est.total_bytes == est.weights_bytes + est.kv_bytes + est.compute_bytes + est.overhead_bytes
+    assert est.alloc_bytes == est.weights_bytes + est.kv_bytes + est.compute_bytes + est.output_bytes
+    assert est.total_bytes == (est.overhead_bytes + est.weights_bytes + est.kv_bytes + est.output_bytes
+                               + est.compute_resident_bytes)
+    # llama.cpp rounds the context up to 256 cells: 640 tokens hold 768
+    assert gguf_info.estimate_memory(s, 640).kv_bytes == 30 * 3 * 64 * 2 * 2 * 768
     offloaded = gguf_info.estimate_memory(s, 4096, n_gpu_layers=99)
     assert offloaded.gpu_weights_bytes == s.model_size
     assert offloaded.host_bytes == offloaded.total_bytes - s.model_size

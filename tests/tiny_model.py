@@ -14,8 +14,9 @@ CHATML = (
 
 def write_tiny_llama(path: str | Path, *, n_layer: int = 2, n_embd: int = 64, n_head: int = 4,
                      n_head_kv: int = 2, n_ff: int = 128, n_ctx_train: int = 2048, seed: int = 0,
-                     chat_template: bool = True, n_words: int = 200) -> Path:
-    """A random-weight llama with an SPM vocabulary of control, byte and word tokens (F32)."""
+                     chat_template: bool = True, n_words: int = 200, n_vocab: int | None = None) -> Path:
+    """A random-weight llama with an SPM vocabulary of control, byte and word tokens (F32);
+    ``n_vocab`` pads the vocabulary with made-up word tokens up to that size."""
     import gguf
 
     path = Path(path)
@@ -28,6 +29,8 @@ def write_tiny_llama(path: str | Path, *, n_layer: int = 2, n_embd: int = 64, n_
     letters = "abcdefghijklmnopqrstuvwxyz"
     words = ["▁" + c for c in letters] + list(letters) + ["▁the", "▁a", "▁is", "▁of", "▁and", "{", "}", "\"", ":", ",", "▁\"", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
     words = list(dict.fromkeys(words))[:n_words]
+    if n_vocab is not None:
+        words += [f"▁w{i}" for i in range(max(0, n_vocab - len(tokens) - len(words)))]
     tokens += words
     types += [gguf.TokenType.NORMAL] * len(words)
     scores = [0.0] * 261 + [-float(i) for i in range(len(words))]

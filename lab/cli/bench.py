@@ -318,6 +318,13 @@ def _machine() -> dict[str, Any] | None:
     return _machine_cache
 
 
+def est_rss_ratio(row: dict[str, Any]) -> float | None:
+    """The memory estimate over the measured peak RSS of the same test (None when either is
+    missing)."""
+    est, rss = row.get("est_memory_bytes"), row.get("peak_rss_bytes")
+    return est / rss if est and rss else None
+
+
 RESULT_COLUMNS = [
     Column("run_id", "run", short_id, align="left"),
     Column("test_time", "time", lambda v: v[:19].replace("T", " "), align="left"),
@@ -330,6 +337,7 @@ RESULT_COLUMNS = [
     Column("ts", "t/s"),
     Column("peak_rss_bytes", "peak RSS", human_bytes),
     Column("est_memory_bytes", "est. mem", human_bytes),
+    Column("est_rss_ratio", "est/RSS", lambda v: f"{v:.2f}"),
     Column("peak_vram_bytes", "VRAM", human_bytes),
     Column("j_per_token", "J/tok", lambda v: f"{v:.4f}"),
 ]
@@ -367,7 +375,7 @@ def results(model: str | None, test: str | None, machine: str | None, run_id: st
                          order="test_time", descending=limit is not None, limit=limit)
     if limit is not None:
         rows.reverse()
-    rows = [dict(r, ts=_ts(r)) for r in rows]
+    rows = [dict(r, ts=_ts(r), est_rss_ratio=est_rss_ratio(r)) for r in rows]
     machines = {m["id"]: m for m in store.query("select * from machines")}
     emit(rows, RESULT_COLUMNS, fmt, json_rows=[json_record(r, machines.get(r["machine_id"])) for r in rows])
 

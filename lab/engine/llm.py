@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from lab.engine.llamalog import set_log
+from lab.engine.llamalog import set_log, take_allocated  # noqa: F401  (workloads reach them as llm.*)
 from lab.errors import LabError, ModelError
 
 _L: Any = None

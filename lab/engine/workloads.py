@@ -45,6 +45,7 @@ class Bench:
         self.ctx: Any = None
         self._ctx_key: tuple[Any, ...] | None = None
         self._depth_state: tuple[int, bytes] | None = None
+        self.ctx_allocated: dict[str, int] = {}
 
     # -- setup
     def load(self) -> None:
@@ -54,11 +55,12 @@ class Bench:
         t0 = time.perf_counter()
         self.model = self.llm.Model(m.path, n_gpu_layers=m.n_gpu_layers, use_mmap=m.use_mmap, repack=m.repack)
         load_ms = (time.perf_counter() - t0) * 1000
+        model_bytes = self.llm.take_allocated().get("model")
         self.emit(
             protocol.LOADED, load_ms=load_ms, model_size=self.model.size, n_params=self.model.n_params,
             desc=self.model.desc, n_vocab=self.model.n_vocab, peak_rss_bytes=peak_rss_bytes(),
             chat_template=self.model.chat_template() is not None, repack=self.model.repack,
-            repack_warning=self.model.repack_warning,
+            repack_warning=self.model.repack_warning, alloc_model_bytes=model_bytes,
         )
 
     @staticmethod
@@ -78,15 +80,21 @@ class Bench:
         key = self._key(cp, n_ctx)
         if self.ctx is None or key != self._ctx_key:
             self.release_unless(cp, -1)
+            self.llm.take_allocated()
             self.ctx = self.llm.Context(
                 self.model, n_ctx=n_ctx, n_batch=cp.n_batch, n_ubatch=cp.n_ubatch, n_threads=cp.n_threads,
                 flash_attn=cp.flash_attn, type_k=cp.type_k, type_v=cp.type_v,
             )
             self._ctx_key = key
             self._depth_state = None
+            self.ctx_allocated = self.llm.take_allocated()
         if self.ctx.n_threads != cp.n_threads:
             self.ctx.set_threads(cp.n_threads)
         return self.ctx
+
+    def allocated(self) -> dict[str, int | None]:
+        """The context's buffers as llama.cpp logged them (None where it logged none)."""
+        return {f"alloc_{kind}_bytes": self.ctx_allocated.get(kind) for kind in ("kv", "compute", "output")}
 
     def close(self) -> None:
         if self.ctx is not None:
@@ -156,7 +164,7 @@ class Bench:
             ns = time.perf_counter_ns() - t0
             samples.append(ns)
             self.emit(protocol.REP, index=index, rep=rep, ns=ns, ts=test.n_tokens * 1e9 / ns)
-        return {"samples_ns": samples, "n_ctx": ctx.n_ctx}
+        return {"samples_ns": samples, "n_ctx": ctx.n_ctx, **self.allocated()}
 
     def chat_tokens(self) -> list[list[int]]:
         model = self.model
@@ -214,7 +222,7 @@ class Bench:
             ts = (len(result["gaps_ns"]) * 1e9 / gen_ns) if gen_ns else None
             self.emit(protocol.REP, index=index, rep=rep, ns=result["e2e_ns"], ts=ts,
                       ttft_ns=result["ttft_ns"], n_generated=result["n_generated"])
-        return {"chat": per_prompt, "n_ctx": ctx.n_ctx}
+        return {"chat": per_prompt, "n_ctx": ctx.n_ctx, **self.allocated()}
 
 
 def _malloc_trim() -> None:
