@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from lab import report
+from lab.report import recommendation
 from lab.errors import LabError
 from lab.store import Store
 
@@ -32,7 +33,8 @@ def store(tmp_path: Path) -> Store:
 
 
 def add_model(store: Store, model_id: str, quant: str, file_size: int, *, params: int = 135_000_000) -> str:
-    store.upsert_model({"id": model_id, "model_filename": f"tiny-{quant}.gguf", "file_type": quant,
+    store.upsert_model({"id": model_id, "model_filename": f"tiny-{quant}.gguf", "path": f"/models/tiny-{quant}.gguf",
+                        "file_type": quant,
                         "file_size": file_size, "model_size": file_size - 1000, "model_n_params": params,
                         "arch": "llama", "model_type": f"llama 135M {quant}"})
     return model_id
@@ -44,11 +46,13 @@ def add_result(store: Store, model_id: str, test: str, *, machine: str = MACHINE
                               config={})
     store.finish_run(run_id, "ok")
     row = {"run_id": run_id, "machine_id": machine, "model_id": model_id, "model_filename": f"{model_id}.gguf",
-           "test": test, "n_threads": 2, "n_gpu_layers": 0, "test_time": time}
+           "test": test, "n_threads": 2, "n_gpu_layers": 0, "n_batch": 2048, "n_ubatch": 512, "flash_attn": -1,
+           "type_k": "f16", "type_v": "f16", "test_time": time}
     if test.startswith("pp"):
         row.update(n_prompt=int(test[2:].split()[0]), n_gen=0, n_depth=0)
     elif test.startswith("tg"):
         row.update(n_prompt=0, n_gen=int(test[2:].split()[0]), n_depth=0)
+    row["n_ctx"] = (row.get("n_prompt") or 0) + (row.get("n_gen") or 0) or None
     row.update(figures)
     return store.add_result(row)
 
@@ -169,7 +173,7 @@ def test_model_table_takes_the_newest_measurement_and_joins_quality_and_eval(sto
     assert q4_row["ttft_ms"] == 80.0 and q4_row["itl_p95_ms"] == 95.0
     assert q4_row["peak_rss_bytes"] == 1300  # the largest of the tests shown
     assert q4_row["j_per_token"] == 0.1
-    assert q4_row["size_bytes"] == 1000 and q4_row["model_n_params"] == 135_000_000
+    assert q4_row["file_size"] == 1000 and q4_row["model_n_params"] == 135_000_000
     assert (q4_row["kld_mean"], q4_row["ppl_ratio"]) == (0.03, 1.02)  # newest quality row
     assert (q4_row["accuracy"], q4_row["format_valid_rate"]) == (0.85, 1.0)  # the failed eval is left out
     assert q4_row["hostname"] == "box" and q4_row["imported"] is False
@@ -255,7 +259,8 @@ def test_recommend_picks_the_smallest_passing_quant_and_says_why_others_fail(sto
     assert [c.row["file_type"] for c in rec.unverified] == ["Q3_K_M"]
     assert rec.unverified[0].reason() == "not measured: accuracy"
     assert rec.machine_id == MACHINE
-    assert rec.summary().startswith("tiny-Q4_K_M.gguf (Q4_K_M, 800 B) is the smallest of 2 candidates")
+    assert rec.summary().startswith("tiny-Q4_K_M.gguf (Q4_K_M, file 800 B) is the smallest of 2 candidates")
+    assert rec.summary().endswith("Measured at t=2 ngl=0 b=2048 ub=512 fa=auto kv=f16/f16.")
     assert "tg128 t/s 30 ≥ 20" in rec.summary()
     assert first["Q8_0"].describe() == "tg128 t/s 15 is 5 below the minimum 20 (-25.0%)"
 
@@ -283,18 +288,19 @@ def test_recommend_nothing_passes_and_missing_figures_are_unverified(store: Stor
                              "(a figure was never measured).")
     with pytest.raises(LabError, match="fraction between 0 and 1"):
         report.recommend(store, machine_id=MACHINE, min_accuracy=80)
-    with pytest.raises(LabError, match="No pp512, tg128 or chat results are stored for machine 'nope'"):
+    with pytest.raises(LabError, match="No results are stored for machine 'nope'"):
         report.recommend(store, machine_id="nope")
 
 
 def test_recommend_defaults_to_this_machine_else_all_with_a_note(store: Store, ladder: dict[str, str],
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     add_result(store, ladder["Q2_K"], "tg128", machine=OTHER_MACHINE, avg_ts=99.0, peak_rss_bytes=10)
-    monkeypatch.setattr(report, "_current_machine_id", lambda: MACHINE)
+    monkeypatch.setattr(recommendation, "current_machine_id", lambda: MACHINE)
     here = report.recommend(store, min_tg=50)
-    assert here.machine_id == MACHINE and here.pick is None and not here.notes
+    assert here.machine_id == MACHINE and here.pick is None
+    assert not any(n.startswith("This machine") for n in here.notes)
 
-    monkeypatch.setattr(report, "_current_machine_id", lambda: "cccccccccccccccc")
+    monkeypatch.setattr(recommendation, "current_machine_id", lambda: "cccccccccccccccc")
     anywhere = report.recommend(store, min_tg=50)
     assert anywhere.machine_id is None
     assert anywhere.pick is not None and anywhere.pick.row["machine_id"] == OTHER_MACHINE
@@ -405,11 +411,12 @@ def test_import_links_a_file_already_known_by_sha256(store: Store, tmp_path: Pat
     assert [r["model_id"] for r in store.results()] == [known]
     assert store.get("models", "file:Qwen2.5-7B-Instruct-Q4_K_M.gguf") is None
     row = report.model_table(store)[0]
-    assert (row["tg_ts"], row["accuracy"], row["size_bytes"]) == (entry["avg_ts"], 0.9, 4683073184)
+    assert (row["tg_ts"], row["accuracy"], row["file_size"]) == (entry["avg_ts"], 0.9, 4683073184)
 
 
 @pytest.mark.parametrize("content,message", [
-    ("this is not json\n", "bad.json line 1 is not valid JSON"),
+    ("this is not json\n", "bad.json line 1 is not llama-bench output; expected llama-bench -o json, jsonl, csv or sql"),
+    ('{"build_commit": \n', "bad.json line 1 is not valid JSON"),
     ('[{"build_commit": "x",\n "cpu_info": }]', "bad.json line 2 is not valid JSON"),
     ("[]", "holds no llama-bench results"),
     ('[{"build_commit": "x", "cpu_info": "c", "model_filename": "m.gguf", "n_prompt": 512, "n_gen": 0}]',
@@ -453,7 +460,9 @@ def test_cli_compare_and_recommend_exit_codes(store: Store, ladder: dict[str, st
     code, out, err = run_cli(["--db", db, "recommend", "--machine", MACHINE, "--min-tg", "20",
                               "--max-memory", "1500B", "--min-accuracy", "0.8"], capsys)
     assert code == 0, err
-    assert out.startswith("tiny-Q4_K_M.gguf (Q4_K_M, 800 B) is the smallest of 2 candidates")
+    assert out.startswith("tiny-Q4_K_M.gguf (Q4_K_M, file 800 B) is the smallest of 2 candidates")
+    assert ("  llama-server -m /models/tiny-Q4_K_M.gguf -t 2 -ngl 0 -b 2048 -ub 512 -fa auto -ctk f16 -ctv f16 "
+            "-c 512\n") in out  # the largest context of the tests judged (pp512)
     assert "PICK" in out and "unverified" in out and "FAIL 15 (-25.0%)" in out
 
     code, out, _ = run_cli(["--db", db, "recommend", "--machine", MACHINE, "--min-tg", "20", "-o", "json"], capsys)
