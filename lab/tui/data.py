@@ -288,7 +288,7 @@ def load_ladder(store: Any, base_model_id: str, machine_id: str | None) -> Ladde
             row.update({k: other.get(k) for k in (*QUALITY_KEYS, *EVAL_KEYS)})
     refs = {r["reference_model_id"] for r in rows if r.get("reference_model_id")}
     reference = store.get("models", sorted(refs)[0]) if len(refs) == 1 else None
-    front = pareto_front(rows, {"size": "min", "kld_mean": "min"}).front
+    front = pareto_front(rows, {"file_size": "min", "kld_mean": "min"}).front
     return Ladder(base_model_id, store.get("models", base_model_id), rows, reference,
                   {r["model_id"] for r in front})
 
