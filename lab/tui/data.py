@@ -214,9 +214,12 @@ def known_model_id(store: Any, model: LocalModel) -> str | None:
     return rows[0]["id"] if rows else None
 
 
-def last_speeds(store: Any, machine_id: str | None) -> dict[str, dict[str, float]]:
-    """Newest pp and tg t/s per model id measured on this machine."""
-    return store.last_speeds(machine_id) if machine_id else {}
+def last_speeds(store: Any, machine_id: str | None) -> dict[str, dict[str, Any]]:
+    """pp and tg t/s per model id measured on this machine, both at the model's best measured
+    configuration (``config`` names it; see :func:`lab.select.best_speeds`)."""
+    from lab.select import best_speeds
+
+    return best_speeds(store, machine_id) if machine_id else {}
 
 
 # --- quality and accuracy ---------------------------------------------------------------------
