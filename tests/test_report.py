@@ -432,6 +432,109 @@ def test_import_errors_name_the_line_or_entry(store: Store, tmp_path: Path, cont
     assert store.results() == []
 
 
+# llama-bench's test::get_fields() of a recent build, in its order, plus "kv_unified", a column
+# this reader does not know (newer builds keep adding some): it must be ignored, not refused.
+LLAMA_BENCH_FIELDS = [
+    "build_commit", "build_number", "cpu_info", "gpu_info", "backends", "model_filename", "model_type",
+    "model_size", "model_n_params", "n_batch", "n_ubatch", "n_threads", "cpu_mask", "cpu_strict", "poll",
+    "type_k", "type_v", "n_gpu_layers", "n_cpu_moe", "split_mode", "main_gpu", "no_kv_offload", "flash_attn",
+    "devices", "tensor_split", "tensor_buft_overrides", "use_mmap", "embeddings", "no_op_offload", "no_host",
+    "kv_unified", "n_prompt", "n_gen", "n_depth", "test_time", "avg_ns", "stddev_ns", "avg_ts", "stddev_ts",
+]
+_INT = {"build_number", "model_size", "model_n_params", "n_batch", "n_ubatch", "n_threads", "poll", "n_gpu_layers",
+        "n_cpu_moe", "main_gpu", "no_op_offload", "flash_attn", "n_prompt", "n_gen", "n_depth", "avg_ns", "stddev_ns"}
+_BOOL = {"cpu_strict", "no_kv_offload", "use_mmap", "embeddings", "no_host", "kv_unified"}
+_SQL_TYPES = {**{k: "INTEGER" for k in _INT | _BOOL}, "avg_ts": "REAL", "stddev_ts": "REAL"}
+
+
+def _values(entry: dict[str, Any]) -> list[str]:
+    """One test's values as llama-bench's get_values() writes them: std::to_string of numbers
+    (6 decimals for doubles), 0/1 for booleans, flash_attn as -1/0/1."""
+    e = dict(entry, flash_attn=-1, devices="auto", n_cpu_moe=0, no_host=False, kv_unified=False,
+             tensor_buft_overrides="none", no_op_offload=0, test_time=entry["test_time"].replace(".000000", ""))
+    out = []
+    for key in LLAMA_BENCH_FIELDS:
+        value = e[key]
+        if isinstance(value, bool):
+            out.append(str(int(value)))
+        elif isinstance(value, float):
+            out.append(f"{value:.6f}")
+        else:
+            out.append(str(value))
+    return out
+
+
+def llama_bench_csv(entries: list[dict[str, Any]]) -> str:
+    """``llama-bench -o csv``: the field names joined by commas, then each test's values, every
+    one in double quotes (a quote doubled)."""
+    lines = [",".join(LLAMA_BENCH_FIELDS)]
+    for e in entries:
+        lines.append(",".join('"' + v.replace('"', '""') + '"' for v in _values(e)))
+    return "\n".join(lines) + "\n"
+
+
+def llama_bench_sql(entries: list[dict[str, Any]]) -> str:
+    """``llama-bench -o sql``: CREATE TABLE IF NOT EXISTS llama_bench with SQLite types, a blank
+    line, then one INSERT per test with every value in single quotes."""
+    lines = ["CREATE TABLE IF NOT EXISTS llama_bench ("]
+    for i, key in enumerate(LLAMA_BENCH_FIELDS):
+        lines.append(f"  {key} {_SQL_TYPES.get(key, 'TEXT')}{',' if i < len(LLAMA_BENCH_FIELDS) - 1 else ''}")
+    lines += [");", ""]
+    for e in entries:
+        values = ", ".join(f"'{v}'" for v in _values(e))
+        lines.append(f"INSERT INTO llama_bench ({', '.join(LLAMA_BENCH_FIELDS)}) VALUES ({values});")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "sql"])
+def test_import_llama_bench_csv_and_sql(store: Store, tmp_path: Path, fmt: str) -> None:
+    entries = [_entry(512, 0, STEADY, time="2025-04-24T11:58:50Z"), _entry(0, 128, NOISY, time="2025-04-24T11:58:51Z"),
+               _entry(0, 128, STEADY, n_depth=512, time="2025-04-24T11:58:52Z")]
+    entries[0]["cpu_info"] = 'AMD "Zen 4" Ryzen 7, 8 cores'  # a comma and quotes inside a quoted CSV cell
+    path = tmp_path / f"bench.{fmt}"
+    path.write_text(llama_bench_csv(entries) if fmt == "csv" else llama_bench_sql(entries))
+
+    assert report.read_llama_bench(path)[0] == fmt
+    assert report.import_llama_bench(store, path) == 3
+
+    rows = store.results(order="test_time")
+    assert [r["test"] for r in rows] == ["pp512", "tg128", "tg128 @ d512"]
+    for row, entry in zip(rows, entries):
+        assert row["avg_ts"] == pytest.approx(entry["avg_ts"], abs=1e-6)  # written with 6 decimals
+        assert row["avg_ns"] == entry["avg_ns"] and row["model_size"] == entry["model_size"]
+        assert (row["n_threads"], row["n_gpu_layers"], row["n_batch"], row["n_ubatch"]) == (8, 99, 2048, 512)
+        assert (row["type_k"], row["type_v"], row["flash_attn"], row["use_mmap"]) == ("f16", "f16", -1, 1)
+        # -o csv and -o sql hold no repetitions: their count and CV are unknown, noisy from the stddev
+        assert row["samples_ts"] is None and row["repetitions"] is None
+    assert [r["noisy"] for r in rows] == [0, 1, 0]
+    assert rows[0]["test_time"] == "2025-04-24T11:58:50.000000+00:00"
+    assert rows[0]["model_id"] == "file:Qwen2.5-7B-Instruct-Q4_K_M.gguf" and rows[0]["file_type"] == "Q4_K_M"
+    machines = {r["machine_id"] for r in rows}
+    assert len(machines) == 2 and all(m.startswith("import-") for m in machines)  # two cpu_info texts
+    assert store.get("machines", rows[0]["machine_id"])["cpu_info"] == 'AMD "Zen 4" Ryzen 7, 8 cores'
+    config = report.model_table(store, rows[1]["machine_id"])[0]["config"]
+    assert config == "t=8 ngl=99 b=2048 ub=512 fa=auto kv=f16/f16"
+
+
+def test_import_llama_bench_sql_cannot_touch_other_files(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "evil.sql"
+    victim = tmp_path / "victim.db"
+    path.write_text(llama_bench_sql([_entry(512, 0, STEADY, time="2025-04-24T11:58:50Z")])
+                    + f"ATTACH DATABASE '{victim}' AS v;\nCREATE TABLE v.t (x);\n")
+    with pytest.raises(LabError, match="evil.sql is not llama-bench SQL output that can be read"):
+        report.import_llama_bench(store, path)
+    assert not victim.exists() and store.results() == []
+
+
+def test_import_llama_bench_csv_errors_name_the_line(store: Store, tmp_path: Path) -> None:
+    entries = [_entry(512, 0, STEADY, time="2025-04-24T11:58:50Z"), _entry(0, 128, STEADY, time="2025-04-24T11:58:51Z")]
+    text = llama_bench_csv(entries).replace('"128"', '"many"')
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(LabError, match="bad.csv line 3 has n_gen = 'many', not a token count"):
+        report.import_llama_bench(store, path)
+
+
 def test_quant_from_model_type() -> None:
     assert report.quant_from_model_type("qwen2 7B Q4_K - Medium") == "Q4_K_M"
     assert report.quant_from_model_type("llama 7B mostly Q4_0") == "Q4_0"

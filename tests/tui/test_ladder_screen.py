@@ -31,6 +31,14 @@ async def _library_with_figures(app, pilot) -> None:
     await wait_for(pilot, lambda: app.screen.entries[_demo_key(app)].evaluation is not None)
 
 
+async def _open_demo_ladder(app, pilot) -> None:
+    await _library_with_figures(app, pilot)
+    _models(app).move_cursor(row=_models(app).get_row_index(_demo_key(app)))
+    await pilot.press("L")
+    await wait_for(pilot, lambda: type(app.screen).__name__ == "LadderScreen" and app.screen.ladder is not None)
+    await pilot.pause()
+
+
 async def test_library_shows_newest_kld_and_accuracy(make_app) -> None:
     app = make_app()
     async with app.run_test(size=(200, 50)) as pilot:
@@ -57,11 +65,7 @@ async def test_library_shows_newest_kld_and_accuracy(make_app) -> None:
 async def test_ladder_opens_with_every_quant_largest_first(make_app) -> None:
     app = make_app()
     async with app.run_test(size=(200, 50)) as pilot:
-        await _library_with_figures(app, pilot)
-        _models(app).move_cursor(row=_models(app).get_row_index(_demo_key(app)))
-        await pilot.press("L")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "LadderScreen" and app.screen.ladder is not None)
-        await pilot.pause()
+        await _open_demo_ladder(app, pilot)
         table = app.screen.query_one("#ladder", DataTable)
         assert table.row_count == 3
         assert _column(table, "quant") == ["F16", "Q8_0", "Q4_1"]
@@ -146,10 +150,7 @@ async def test_ladder_fits_120_columns(make_app) -> None:
     # every column, the last one included, is drawn whole in a 120x36 terminal
     app = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        await _library_with_figures(app, pilot)
-        _models(app).move_cursor(row=_models(app).get_row_index(_demo_key(app)))
-        await pilot.press("L")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "LadderScreen" and app.screen.ladder is not None)
+        await _open_demo_ladder(app, pilot)
         await wait_for(pilot, lambda: "258.35 MiB" in screen_text(app))
         await pilot.pause()
         table = app.screen.query_one("#ladder", DataTable)
