@@ -383,6 +383,14 @@ def test_import_llama_bench_json_and_round_trip_through_results(store: Store, tm
     with pytest.raises(LabError, match="already imported"):
         report.import_llama_bench(store, path)
 
+    # the bench table: llama-bench's "size" is the weights' bytes, not the file's, and is named so
+    from lab.cli.bench import _RowPrinter
+
+    capsys.readouterr()
+    _RowPrinter("table").add(store.results(order="test_time")[0])
+    header, _, line = capsys.readouterr().out.splitlines()
+    assert " weights |" in header and " size " not in header and "| 4.36 GiB |" in line
+
 
 def test_import_llama_bench_jsonl_test_names(store: Store, tmp_path: Path) -> None:
     lines = [_entry(512, 128, STEADY, time="2025-04-24T12:00:00Z"),
