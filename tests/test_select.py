@@ -170,7 +170,7 @@ def test_recommend_judges_the_configuration_asked_for(store: Store) -> None:
     assert any("best measured configuration" in n for n in best.notes)
     cpu = report.recommend(store, machine_id=BOX, min_tg=30, config={"n_gpu_layers": 0})
     assert cpu.pick is None and cpu.failing[0].first_failure.value == 12.0
-    assert any("judged at n_gpu_layers=0" in n for n in cpu.notes)
+    assert any("judged at -ngl 0 (other settings: as measured)" in n for n in cpu.notes)
     # peak VRAM: measured on the GPU configuration, unverified (never 0) on the CPU one
     vram = report.recommend(store, machine_id=BOX, max_vram_bytes=500)
     assert vram.failing[0].first_failure.value == 600
@@ -189,7 +189,7 @@ def test_cli_recommend_prefer_config_and_command_line(store: Store, candidates: 
     assert ("  llama-server -m '/models/m Q8_0.gguf' -t 2 -ngl 0 -b 2048 -ub 512 -fa auto -ctk f16 -ctv f16 -c 512\n"
             in out)
     assert "  llama-cli -m '/models/m Q8_0.gguf' -t 2 " in out
-    assert "judged at n_threads=2 flash_attn=-1 type_k=f16" in out
+    assert "judged at -t 2 -fa auto -ctk f16 (other settings" in out
     header = next(line for line in out.splitlines() if line.startswith("| model file"))
     assert " file |" in header and " weights |" in header and "| measured at " in header and " size " not in header
 

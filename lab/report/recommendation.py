@@ -309,7 +309,7 @@ def recommend(store: "Store", *, machine_id: str | None = None, min_tg: float | 
     if not rows:
         raise LabError("No figures are stored yet; run `rightsizer bench MODEL` first")
     if wanted:
-        shown = " ".join(f"{k}={v}" for k, v in wanted.items())
+        shown = " ".join(Config(**wanted).llama_args())
         notes.append(f"Every model is judged at {shown} (other settings: as measured); a model never "
                      "measured there has no speed figures.")
     else:
