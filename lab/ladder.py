@@ -1,5 +1,6 @@
 """The ladder view's data: one row per quantization of a base model, with the figures a user
-right-sizes by — size, speed, memory, fidelity and task accuracy — from the store alone.
+right-sizes by — file size, speed, memory, fidelity and task accuracy — from the store alone.
+Speed and memory come through :mod:`lab.select`, at one configuration for every row.
 
 A figure that was never measured is None (shown as "n/a"), never 0.
 """
@@ -7,38 +8,12 @@ A figure that was never measured is None (shown as "n/a"), never 0.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
+
+from lab.select import select
 
 if TYPE_CHECKING:
     from lab.store import Store
-
-
-def _newest_speed(store: "Store", model_id: str, kind: str, machine_id: str | None,
-                  preferred: str) -> dict[str, Any] | None:
-    """The newest ``preferred`` test (else any of its kind) at the most threads measured: a
-    thread sweep (1,2) must not put one quant's 1-thread figure beside another's 2-thread one."""
-    if kind == "pp":
-        shape = "n_prompt > 0 and coalesce(n_gen, 0) = 0"
-    else:
-        shape = "n_gen > 0 and coalesce(n_prompt, 0) = 0"
-    where = f"model_id = ? and {shape} and coalesce(n_depth, 0) = 0 and test != 'chat' and avg_ts is not null"
-    params: list[Any] = [model_id]
-    if machine_id:
-        where += " and machine_id = ?"
-        params.append(machine_id)
-    rows = store.query(
-        f"select test, avg_ts, stddev_ts, peak_rss_bytes, n_threads, run_id, test_time from results where {where} "
-        f"order by (test = ?) desc, coalesce(n_threads, 0) desc, test_time desc limit 1", [*params, preferred])
-    return rows[0] if rows else None
-
-
-def _newest_bench_rss(store: "Store", model_id: str, machine_id: str | None) -> int | None:
-    where, params = "model_id = ? and kind = 'bench' and status = 'ok' and peak_rss_bytes is not null", [model_id]
-    if machine_id:
-        where += " and machine_id = ?"
-        params.append(machine_id)
-    rows = store.query(f"select peak_rss_bytes from runs where {where} order by started_at desc limit 1", params)
-    return rows[0]["peak_rss_bytes"] if rows else None
 
 
 def _newest_quality(store: "Store", model_id: str, references: list[str], machine_id: str | None) -> dict[str, Any] | None:
@@ -84,20 +59,25 @@ def ladder_models(store: "Store", base_model_id: str) -> list[dict[str, Any]]:
 
 def ladder_table(store: "Store", base_model_id: str, *, machine_id: str | None = None,
                  reference_model_id: str | None = None, suite: str | None = None,
-                 constrained: bool | None = None) -> list[dict[str, Any]]:
+                 constrained: bool | None = None, config: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """One row per quant of ``base_model_id`` (the base included), largest first.
 
-    Keys: ``model_id``, ``model_filename``, ``file_type``, ``is_base``, ``size`` (file bytes),
-    ``pp`` / ``tg`` (t/s, the newest pp512 / tg128 result, else the newest pp / tg test, with
-    ``pp_test`` / ``tg_test`` naming it, at the most threads measured for that model),
-    ``peak_rss_bytes`` (the newest successful bench run),
-    ``kld_mean``, ``kld_p99``, ``ppl``, ``ppl_ratio``, ``same_top_p`` (the newest quality row,
-    against ``reference_model_id`` when given, else preferring a reference inside the ladder:
-    F16/BF16/F32 first), ``accuracy``, ``accuracy_ci_low``, ``accuracy_ci_high``,
-    ``format_valid_rate``, ``eval_suite``, ``eval_constrained`` (the newest eval run, filtered
-    by ``suite`` / ``constrained`` when given), ``n_fallback`` (tensors that fell back to another
+    Keys: ``model_id``, ``model_filename``, ``file_type``, ``is_base``, ``file_size`` (bytes of
+    the file), ``model_size`` (bytes of the weights, as llama.cpp counts them), ``pp`` / ``tg``
+    (t/s) with ``pp_test`` / ``tg_test`` naming the tests and ``config`` the configuration
+    (:meth:`lab.select.Config.label`) they were measured at, ``peak_rss_bytes`` (the largest of
+    those tests), ``kld_mean``, ``kld_p99``, ``ppl``, ``ppl_ratio``, ``same_top_p`` (the newest
+    quality row, against ``reference_model_id`` when given, else preferring a reference inside
+    the ladder: F16/BF16/F32 first), ``accuracy``, ``accuracy_ci_low``, ``accuracy_ci_high``,
+    ``format_valid_rate``, ``eval_suite``, ``eval_constrained`` (the newest eval run, filtered by
+    ``suite`` / ``constrained`` when given), ``n_fallback`` (tensors that fell back to another
     type when quantized). Anything not measured is None. ``machine_id`` restricts speed,
     memory, quality and accuracy to one machine.
+
+    Speed and memory come from ONE configuration and one pp / tg test for every row (see
+    :func:`lab.select.select` with ``common``): pp512 / tg128 when measured, and the
+    configuration measured on the most quants, else ``config``. A quant measured only at other
+    configurations shows no speed rather than a figure that cannot be compared.
     """
     models = ladder_models(store, base_model_id)
     if reference_model_id:
@@ -107,14 +87,13 @@ def ladder_table(store: "Store", base_model_id: str, *, machine_id: str | None =
         refs = sorted(models, key=lambda m: (rank.get((m.get("file_type") or "").upper(), 2),
                                              -(m.get("file_size") or m.get("model_size") or 0)))
         references = [m["id"] for m in refs]
+    speeds = {s.model_id: s for s in select(store, machine_id=machine_id, model_ids=[m["id"] for m in models],
+                                            any_size=True, common=True, config=config)}
     out = []
     for m in models:
-        pp = _newest_speed(store, m["id"], "pp", machine_id, "pp512")
-        tg = _newest_speed(store, m["id"], "tg", machine_id, "tg128")
-        rss = _newest_bench_rss(store, m["id"], machine_id)
-        if rss is None:
-            candidates = [r["peak_rss_bytes"] for r in (pp, tg) if r and r.get("peak_rss_bytes") is not None]
-            rss = max(candidates) if candidates else None
+        sel = speeds.get(m["id"])
+        pp, tg = (sel.pp, sel.tg) if sel else (None, None)
+        rss = [r["peak_rss_bytes"] for r in (pp, tg) if r and r.get("peak_rss_bytes") is not None]
         q = _newest_quality(store, m["id"], [r for r in references if r != m["id"]], machine_id)
         e = _newest_eval(store, m["id"], suite, constrained, machine_id)
         fallbacks = json.loads(m["fallback_tensors"]) if m.get("fallback_tensors") else None
@@ -123,12 +102,15 @@ def ladder_table(store: "Store", base_model_id: str, *, machine_id: str | None =
             "model_filename": m.get("model_filename"),
             "file_type": m.get("file_type"),
             "is_base": m["id"] == base_model_id,
-            "size": m.get("file_size") or m.get("model_size"),
+            "file_size": m.get("file_size"),
+            "model_size": m.get("model_size"),
             "pp": pp["avg_ts"] if pp else None,
             "pp_test": pp["test"] if pp else None,
             "tg": tg["avg_ts"] if tg else None,
             "tg_test": tg["test"] if tg else None,
-            "peak_rss_bytes": rss,
+            "config": sel.config.label() if sel and (pp or tg) else None,
+            "other_configs": sel.other_configs if sel else 0,
+            "peak_rss_bytes": max(rss) if rss else None,
             "kld_mean": q["kld_mean"] if q else None,
             "kld_p99": q["kld_p99"] if q else None,
             "ppl": q["ppl"] if q else None,

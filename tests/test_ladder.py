@@ -36,16 +36,18 @@ def test_ladder_table(tiny_gguf: Path, store, tmp_path: Path) -> None:
     rows = ladder_table(store, base_id)
     assert [r["file_type"] for r in rows] == ["F32", "Q8_0", "Q4_0"]
     assert [r["is_base"] for r in rows] == [True, False, False]
-    assert rows[0]["size"] > rows[1]["size"] > rows[2]["size"] > 0
+    assert rows[0]["file_size"] > rows[1]["file_size"] > rows[2]["file_size"] > 0
     for r in rows:
         assert all(r[k] is None for k in ("pp", "tg", "peak_rss_bytes", "kld_mean", "ppl_ratio", "accuracy",
                                           "format_valid_rate"))
     assert [r["n_fallback"] for r in rows] == [None, 0, 1]  # the base was not built here
 
-    # a thread sweep, 2 then 1: the ladder shows the 2-thread figures, not the newest (1-thread) ones
+    # a thread sweep, 2 then 1: the ladder shows pp and tg of ONE thread count (the faster tg),
+    # never the newest pp of one beside the tg of the other
     run_bench(BenchOptions(models=[str(q4)], n_prompt=[32], n_gen=[8], repetitions=1, threads=[2, 1]), store)
-    two = {r["test"]: r["avg_ts"] for r in store.query(
-        "select test, avg_ts from results where n_threads = 2 and model_filename = ?", [q4.name])}
+    by_threads = {t: {r["test"]: r["avg_ts"] for r in store.query(
+        "select test, avg_ts from results where n_threads = ? and model_filename = ?", [t, q4.name])} for t in (1, 2)}
+    best = max(by_threads, key=lambda t: by_threads[t]["tg8"])
     text = tmp_path / "t.txt"
     text.write_text(" ".join(["a quick test of the ladder view"] * 80))
     measure_quality(store, QualityOptions(models=[str(q8), str(q4)], reference=str(tiny_gguf), text=text,
@@ -58,7 +60,8 @@ def test_ladder_table(tiny_gguf: Path, store, tmp_path: Path) -> None:
 
     base_row, q8_row, q4_row = ladder_table(store, base_id)
     assert q4_row["pp_test"] == "pp32" and q4_row["tg_test"] == "tg8"
-    assert (q4_row["pp"], q4_row["tg"]) == (two["pp32"], two["tg8"]) and q4_row["pp"] > 0
+    assert (q4_row["pp"], q4_row["tg"]) == (by_threads[best]["pp32"], by_threads[best]["tg8"]) and q4_row["pp"] > 0
+    assert q4_row["config"].startswith(f"t={best} ngl=") and q4_row["other_configs"] == 1
     assert q4_row["peak_rss_bytes"] > 0
     assert q8_row["pp"] is None and q8_row["peak_rss_bytes"] is None
     assert 0 < q8_row["kld_mean"] < q4_row["kld_mean"] and q8_row["ppl_ratio"] and q4_row["ppl_ratio"]
@@ -76,3 +79,31 @@ def test_ladder_table(tiny_gguf: Path, store, tmp_path: Path) -> None:
     acc = accuracy_by_model(store)
     assert list(acc) == [q8_row["model_id"]] and acc[q8_row["model_id"]]["accuracy"] == q8_row["accuracy"]
     assert accuracy_by_model(store, constrained=False) == {} and accuracy_by_model(store, suite="s")
+
+
+def test_ladder_rows_share_one_configuration(store) -> None:
+    """The base measured at 1 and 4 threads, its quant at 1 only: both rows show the 1-thread
+    figures (the configuration both were measured at), not the base's faster 4-thread ones."""
+    store.upsert_machine({"id": "m" * 16, "hostname": "box"})
+    store.upsert_model({"id": "base", "model_filename": "x.F16.gguf", "file_type": "F16", "file_size": 2000})
+    store.upsert_model({"id": "q4", "model_filename": "x.Q4_0.gguf", "file_type": "Q4_0", "file_size": 600,
+                        "base_model_id": "base"})
+    figures = {("base", 1): (100.0, 10.0, 900), ("base", 4): (300.0, 25.0, 950), ("q4", 1): (150.0, 20.0, 400)}
+    for (model, threads), (pp, tg, rss) in figures.items():
+        run = store.create_run("bench", machine_id="m" * 16, model_id=model, model_filename=f"{model}.gguf", config={})
+        for test, n_prompt, n_gen, ts in (("pp512", 512, 0, pp), ("tg128", 0, 128, tg)):
+            store.add_result({"run_id": run, "machine_id": "m" * 16, "model_id": model, "test": test,
+                              "n_prompt": n_prompt, "n_gen": n_gen, "n_depth": 0, "n_threads": threads,
+                              "n_gpu_layers": 0, "n_batch": 2048, "n_ubatch": 512, "flash_attn": -1,
+                              "type_k": "f16", "type_v": "f16", "avg_ts": ts, "peak_rss_bytes": rss})
+        store.finish_run(run, "ok")
+
+    base, q4 = ladder_table(store, "base", machine_id="m" * 16)
+
+    assert (base["pp"], base["tg"], base["peak_rss_bytes"]) == (100.0, 10.0, 900)
+    assert (q4["pp"], q4["tg"], q4["peak_rss_bytes"]) == (150.0, 20.0, 400)
+    assert base["config"] == q4["config"] == "t=1 ngl=0 b=2048 ub=512 fa=auto kv=f16/f16"
+    assert (base["other_configs"], q4["other_configs"]) == (1, 0)
+    # asked for 4 threads: the quant was never measured there, so it shows no speed
+    base4, q4_4 = ladder_table(store, "base", machine_id="m" * 16, config={"n_threads": 4})
+    assert (base4["tg"], q4_4["tg"], q4_4["config"]) == (25.0, None, None)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from lab import report
+from lab.report import recommendation
 from lab.errors import LabError
 from lab.store import Store
 
@@ -32,7 +33,8 @@ def store(tmp_path: Path) -> Store:
 
 
 def add_model(store: Store, model_id: str, quant: str, file_size: int, *, params: int = 135_000_000) -> str:
-    store.upsert_model({"id": model_id, "model_filename": f"tiny-{quant}.gguf", "file_type": quant,
+    store.upsert_model({"id": model_id, "model_filename": f"tiny-{quant}.gguf", "path": f"/models/tiny-{quant}.gguf",
+                        "file_type": quant,
                         "file_size": file_size, "model_size": file_size - 1000, "model_n_params": params,
                         "arch": "llama", "model_type": f"llama 135M {quant}"})
     return model_id
@@ -44,11 +46,13 @@ def add_result(store: Store, model_id: str, test: str, *, machine: str = MACHINE
                               config={})
     store.finish_run(run_id, "ok")
     row = {"run_id": run_id, "machine_id": machine, "model_id": model_id, "model_filename": f"{model_id}.gguf",
-           "test": test, "n_threads": 2, "n_gpu_layers": 0, "test_time": time}
+           "test": test, "n_threads": 2, "n_gpu_layers": 0, "n_batch": 2048, "n_ubatch": 512, "flash_attn": -1,
+           "type_k": "f16", "type_v": "f16", "test_time": time}
     if test.startswith("pp"):
         row.update(n_prompt=int(test[2:].split()[0]), n_gen=0, n_depth=0)
     elif test.startswith("tg"):
         row.update(n_prompt=0, n_gen=int(test[2:].split()[0]), n_depth=0)
+    row["n_ctx"] = (row.get("n_prompt") or 0) + (row.get("n_gen") or 0) or None
     row.update(figures)
     return store.add_result(row)
 
@@ -169,7 +173,7 @@ def test_model_table_takes_the_newest_measurement_and_joins_quality_and_eval(sto
     assert q4_row["ttft_ms"] == 80.0 and q4_row["itl_p95_ms"] == 95.0
     assert q4_row["peak_rss_bytes"] == 1300  # the largest of the tests shown
     assert q4_row["j_per_token"] == 0.1
-    assert q4_row["size_bytes"] == 1000 and q4_row["model_n_params"] == 135_000_000
+    assert q4_row["file_size"] == 1000 and q4_row["model_n_params"] == 135_000_000
     assert (q4_row["kld_mean"], q4_row["ppl_ratio"]) == (0.03, 1.02)  # newest quality row
     assert (q4_row["accuracy"], q4_row["format_valid_rate"]) == (0.85, 1.0)  # the failed eval is left out
     assert q4_row["hostname"] == "box" and q4_row["imported"] is False
@@ -255,7 +259,8 @@ def test_recommend_picks_the_smallest_passing_quant_and_says_why_others_fail(sto
     assert [c.row["file_type"] for c in rec.unverified] == ["Q3_K_M"]
     assert rec.unverified[0].reason() == "not measured: accuracy"
     assert rec.machine_id == MACHINE
-    assert rec.summary().startswith("tiny-Q4_K_M.gguf (Q4_K_M, 800 B) is the smallest of 2 candidates")
+    assert rec.summary().startswith("tiny-Q4_K_M.gguf (Q4_K_M, file 800 B) is the smallest of 2 candidates")
+    assert rec.summary().endswith("Measured at t=2 ngl=0 b=2048 ub=512 fa=auto kv=f16/f16.")
     assert "tg128 t/s 30 ≥ 20" in rec.summary()
     assert first["Q8_0"].describe() == "tg128 t/s 15 is 5 below the minimum 20 (-25.0%)"
 
@@ -283,18 +288,19 @@ def test_recommend_nothing_passes_and_missing_figures_are_unverified(store: Stor
                              "(a figure was never measured).")
     with pytest.raises(LabError, match="fraction between 0 and 1"):
         report.recommend(store, machine_id=MACHINE, min_accuracy=80)
-    with pytest.raises(LabError, match="No pp512, tg128 or chat results are stored for machine 'nope'"):
+    with pytest.raises(LabError, match="No results are stored for machine 'nope'"):
         report.recommend(store, machine_id="nope")
 
 
 def test_recommend_defaults_to_this_machine_else_all_with_a_note(store: Store, ladder: dict[str, str],
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     add_result(store, ladder["Q2_K"], "tg128", machine=OTHER_MACHINE, avg_ts=99.0, peak_rss_bytes=10)
-    monkeypatch.setattr(report, "_current_machine_id", lambda: MACHINE)
+    monkeypatch.setattr(recommendation, "current_machine_id", lambda: MACHINE)
     here = report.recommend(store, min_tg=50)
-    assert here.machine_id == MACHINE and here.pick is None and not here.notes
+    assert here.machine_id == MACHINE and here.pick is None
+    assert not any(n.startswith("This machine") for n in here.notes)
 
-    monkeypatch.setattr(report, "_current_machine_id", lambda: "cccccccccccccccc")
+    monkeypatch.setattr(recommendation, "current_machine_id", lambda: "cccccccccccccccc")
     anywhere = report.recommend(store, min_tg=50)
     assert anywhere.machine_id is None
     assert anywhere.pick is not None and anywhere.pick.row["machine_id"] == OTHER_MACHINE
@@ -377,6 +383,14 @@ def test_import_llama_bench_json_and_round_trip_through_results(store: Store, tm
     with pytest.raises(LabError, match="already imported"):
         report.import_llama_bench(store, path)
 
+    # the bench table: llama-bench's "size" is the weights' bytes, not the file's, and is named so
+    from lab.cli.bench import _RowPrinter
+
+    capsys.readouterr()
+    _RowPrinter("table").add(store.results(order="test_time")[0])
+    header, _, line = capsys.readouterr().out.splitlines()
+    assert " weights |" in header and " size " not in header and "| 4.36 GiB |" in line
+
 
 def test_import_llama_bench_jsonl_test_names(store: Store, tmp_path: Path) -> None:
     lines = [_entry(512, 128, STEADY, time="2025-04-24T12:00:00Z"),
@@ -405,11 +419,12 @@ def test_import_links_a_file_already_known_by_sha256(store: Store, tmp_path: Pat
     assert [r["model_id"] for r in store.results()] == [known]
     assert store.get("models", "file:Qwen2.5-7B-Instruct-Q4_K_M.gguf") is None
     row = report.model_table(store)[0]
-    assert (row["tg_ts"], row["accuracy"], row["size_bytes"]) == (entry["avg_ts"], 0.9, 4683073184)
+    assert (row["tg_ts"], row["accuracy"], row["file_size"]) == (entry["avg_ts"], 0.9, 4683073184)
 
 
 @pytest.mark.parametrize("content,message", [
-    ("this is not json\n", "bad.json line 1 is not valid JSON"),
+    ("this is not json\n", "bad.json line 1 is not llama-bench output; expected llama-bench -o json, jsonl, csv or sql"),
+    ('{"build_commit": \n', "bad.json line 1 is not valid JSON"),
     ('[{"build_commit": "x",\n "cpu_info": }]', "bad.json line 2 is not valid JSON"),
     ("[]", "holds no llama-bench results"),
     ('[{"build_commit": "x", "cpu_info": "c", "model_filename": "m.gguf", "n_prompt": 512, "n_gen": 0}]',
@@ -423,6 +438,109 @@ def test_import_errors_name_the_line_or_entry(store: Store, tmp_path: Path, cont
     with pytest.raises(LabError, match=message):
         report.import_llama_bench(store, path)
     assert store.results() == []
+
+
+# llama-bench's test::get_fields() of a recent build, in its order, plus "kv_unified", a column
+# this reader does not know (newer builds keep adding some): it must be ignored, not refused.
+LLAMA_BENCH_FIELDS = [
+    "build_commit", "build_number", "cpu_info", "gpu_info", "backends", "model_filename", "model_type",
+    "model_size", "model_n_params", "n_batch", "n_ubatch", "n_threads", "cpu_mask", "cpu_strict", "poll",
+    "type_k", "type_v", "n_gpu_layers", "n_cpu_moe", "split_mode", "main_gpu", "no_kv_offload", "flash_attn",
+    "devices", "tensor_split", "tensor_buft_overrides", "use_mmap", "embeddings", "no_op_offload", "no_host",
+    "kv_unified", "n_prompt", "n_gen", "n_depth", "test_time", "avg_ns", "stddev_ns", "avg_ts", "stddev_ts",
+]
+_INT = {"build_number", "model_size", "model_n_params", "n_batch", "n_ubatch", "n_threads", "poll", "n_gpu_layers",
+        "n_cpu_moe", "main_gpu", "no_op_offload", "flash_attn", "n_prompt", "n_gen", "n_depth", "avg_ns", "stddev_ns"}
+_BOOL = {"cpu_strict", "no_kv_offload", "use_mmap", "embeddings", "no_host", "kv_unified"}
+_SQL_TYPES = {**{k: "INTEGER" for k in _INT | _BOOL}, "avg_ts": "REAL", "stddev_ts": "REAL"}
+
+
+def _values(entry: dict[str, Any]) -> list[str]:
+    """One test's values as llama-bench's get_values() writes them: std::to_string of numbers
+    (6 decimals for doubles), 0/1 for booleans, flash_attn as -1/0/1."""
+    e = dict(entry, flash_attn=-1, devices="auto", n_cpu_moe=0, no_host=False, kv_unified=False,
+             tensor_buft_overrides="none", no_op_offload=0, test_time=entry["test_time"].replace(".000000", ""))
+    out = []
+    for key in LLAMA_BENCH_FIELDS:
+        value = e[key]
+        if isinstance(value, bool):
+            out.append(str(int(value)))
+        elif isinstance(value, float):
+            out.append(f"{value:.6f}")
+        else:
+            out.append(str(value))
+    return out
+
+
+def llama_bench_csv(entries: list[dict[str, Any]]) -> str:
+    """``llama-bench -o csv``: the field names joined by commas, then each test's values, every
+    one in double quotes (a quote doubled)."""
+    lines = [",".join(LLAMA_BENCH_FIELDS)]
+    for e in entries:
+        lines.append(",".join('"' + v.replace('"', '""') + '"' for v in _values(e)))
+    return "\n".join(lines) + "\n"
+
+
+def llama_bench_sql(entries: list[dict[str, Any]]) -> str:
+    """``llama-bench -o sql``: CREATE TABLE IF NOT EXISTS llama_bench with SQLite types, a blank
+    line, then one INSERT per test with every value in single quotes."""
+    lines = ["CREATE TABLE IF NOT EXISTS llama_bench ("]
+    for i, key in enumerate(LLAMA_BENCH_FIELDS):
+        lines.append(f"  {key} {_SQL_TYPES.get(key, 'TEXT')}{',' if i < len(LLAMA_BENCH_FIELDS) - 1 else ''}")
+    lines += [");", ""]
+    for e in entries:
+        values = ", ".join(f"'{v}'" for v in _values(e))
+        lines.append(f"INSERT INTO llama_bench ({', '.join(LLAMA_BENCH_FIELDS)}) VALUES ({values});")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "sql"])
+def test_import_llama_bench_csv_and_sql(store: Store, tmp_path: Path, fmt: str) -> None:
+    entries = [_entry(512, 0, STEADY, time="2025-04-24T11:58:50Z"), _entry(0, 128, NOISY, time="2025-04-24T11:58:51Z"),
+               _entry(0, 128, STEADY, n_depth=512, time="2025-04-24T11:58:52Z")]
+    entries[0]["cpu_info"] = 'AMD "Zen 4" Ryzen 7, 8 cores'  # a comma and quotes inside a quoted CSV cell
+    path = tmp_path / f"bench.{fmt}"
+    path.write_text(llama_bench_csv(entries) if fmt == "csv" else llama_bench_sql(entries))
+
+    assert report.read_llama_bench(path)[0] == fmt
+    assert report.import_llama_bench(store, path) == 3
+
+    rows = store.results(order="test_time")
+    assert [r["test"] for r in rows] == ["pp512", "tg128", "tg128 @ d512"]
+    for row, entry in zip(rows, entries):
+        assert row["avg_ts"] == pytest.approx(entry["avg_ts"], abs=1e-6)  # written with 6 decimals
+        assert row["avg_ns"] == entry["avg_ns"] and row["model_size"] == entry["model_size"]
+        assert (row["n_threads"], row["n_gpu_layers"], row["n_batch"], row["n_ubatch"]) == (8, 99, 2048, 512)
+        assert (row["type_k"], row["type_v"], row["flash_attn"], row["use_mmap"]) == ("f16", "f16", -1, 1)
+        # -o csv and -o sql hold no repetitions: their count and CV are unknown, noisy from the stddev
+        assert row["samples_ts"] is None and row["repetitions"] is None
+    assert [r["noisy"] for r in rows] == [0, 1, 0]
+    assert rows[0]["test_time"] == "2025-04-24T11:58:50.000000+00:00"
+    assert rows[0]["model_id"] == "file:Qwen2.5-7B-Instruct-Q4_K_M.gguf" and rows[0]["file_type"] == "Q4_K_M"
+    machines = {r["machine_id"] for r in rows}
+    assert len(machines) == 2 and all(m.startswith("import-") for m in machines)  # two cpu_info texts
+    assert store.get("machines", rows[0]["machine_id"])["cpu_info"] == 'AMD "Zen 4" Ryzen 7, 8 cores'
+    config = report.model_table(store, rows[1]["machine_id"])[0]["config"]
+    assert config == "t=8 ngl=99 b=2048 ub=512 fa=auto kv=f16/f16"
+
+
+def test_import_llama_bench_sql_cannot_touch_other_files(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "evil.sql"
+    victim = tmp_path / "victim.db"
+    path.write_text(llama_bench_sql([_entry(512, 0, STEADY, time="2025-04-24T11:58:50Z")])
+                    + f"ATTACH DATABASE '{victim}' AS v;\nCREATE TABLE v.t (x);\n")
+    with pytest.raises(LabError, match="evil.sql is not llama-bench SQL output that can be read"):
+        report.import_llama_bench(store, path)
+    assert not victim.exists() and store.results() == []
+
+
+def test_import_llama_bench_csv_errors_name_the_line(store: Store, tmp_path: Path) -> None:
+    entries = [_entry(512, 0, STEADY, time="2025-04-24T11:58:50Z"), _entry(0, 128, STEADY, time="2025-04-24T11:58:51Z")]
+    text = llama_bench_csv(entries).replace('"128"', '"many"')
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(LabError, match="bad.csv line 3 has n_gen = 'many', not a token count"):
+        report.import_llama_bench(store, path)
 
 
 def test_quant_from_model_type() -> None:
@@ -453,7 +571,9 @@ def test_cli_compare_and_recommend_exit_codes(store: Store, ladder: dict[str, st
     code, out, err = run_cli(["--db", db, "recommend", "--machine", MACHINE, "--min-tg", "20",
                               "--max-memory", "1500B", "--min-accuracy", "0.8"], capsys)
     assert code == 0, err
-    assert out.startswith("tiny-Q4_K_M.gguf (Q4_K_M, 800 B) is the smallest of 2 candidates")
+    assert out.startswith("tiny-Q4_K_M.gguf (Q4_K_M, file 800 B) is the smallest of 2 candidates")
+    assert ("  llama-server -m /models/tiny-Q4_K_M.gguf -t 2 -ngl 0 -b 2048 -ub 512 -fa auto -ctk f16 -ctv f16 "
+            "-c 512\n") in out  # the largest context of the tests judged (pp512)
     assert "PICK" in out and "unverified" in out and "FAIL 15 (-25.0%)" in out
 
     code, out, _ = run_cli(["--db", db, "recommend", "--machine", MACHINE, "--min-tg", "20", "-o", "json"], capsys)

@@ -61,7 +61,7 @@ def _ms(value: Any) -> str:
 
 BENCH_COLUMNS = [
     Column("model_type", "model", align="left"),
-    Column("model_size", "size", human_bytes),
+    Column("model_size", "weights", human_bytes),
     Column("model_n_params", "params", human_count),
     Column("backends", "backend", align="left"),
     Column("n_threads", "threads"),

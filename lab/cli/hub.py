@@ -56,7 +56,7 @@ FILES_COLUMNS = [
     Column("quant", "quant", align="left"),
     Column("header_quant", "header", align="left"),
     Column("n_parts", "parts"),
-    Column("size", "size", human_bytes),
+    Column("size", "file size", human_bytes),
     Column("n_ctx", "ctx"),
     Column("estimate_bytes", "est. memory", human_bytes),
     Column("fits", "fits", align="left"),

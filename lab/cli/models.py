@@ -107,7 +107,7 @@ def info(model: str, n_ctx: int, n_gpu_layers: int, cache_type_k: str, cache_typ
         ("parameters", f"{human_count(s.model_n_params)} ({s.model_n_params})"),
         ("file type", s.file_type),
         ("file size", human_bytes(s.file_size)),
-        ("tensor data", human_bytes(s.model_size)),
+        ("weights", human_bytes(s.model_size)),
         ("blocks", s.n_layer if s.n_layer is not None else na),
         ("embedding", s.n_embd if s.n_embd is not None else na),
         ("heads / KV heads", f"{s.n_head if s.n_head is not None else na} / {s.n_head_kv if s.n_head_kv is not None else na}"),

@@ -59,7 +59,7 @@ def _fallback_summary(step: dict[str, Any]) -> str:
 LADDER_COLUMNS = [
     Column("type", "type", align="left"),
     Column("file_type", "got", align="left"),
-    Column("file_size", "size", human_bytes),
+    Column("file_size", "file size", human_bytes),
     Column("fallbacks", "fallback tensors", align="left"),
     Column("seconds", "time s", lambda v: f"{v:.1f}"),
     Column("status", "status", align="left"),

@@ -116,16 +116,41 @@ def _check_cell(check: Any) -> str:
     return f"FAIL {value}{pct}"
 
 
+def _fa(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    from lab.select import parse_flash_attn
+
+    try:
+        return parse_flash_attn(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+PREFER_CHOICES = ("smallest", "fastest", "quality", "cheapest")
+
+
 @click.command()
 @click.option("--min-tg", type=float, default=None, help="Generation speed at least this many t/s (the tg test).")
 @click.option("--min-pp", type=float, default=None, help="Prompt processing at least this many t/s (the pp test).")
 @click.option("--max-ttft-ms", type=float, default=None, help="Chat time to first token at most this many ms.")
 @click.option("--max-itl-p95-ms", type=float, default=None, help="Chat inter-token latency p95 at most this many ms.")
 @click.option("--max-memory", default=None, callback=_memory, help="Peak RSS at most this much, e.g. 2GiB or 512MiB.")
+@click.option("--max-vram", default=None, callback=_memory, help="Peak VRAM at most this much, e.g. 8GiB.")
 @click.option("--max-j-per-token", type=float, default=None, help="Energy per generated token at most this many joules.")
 @click.option("--min-accuracy", type=float, default=None, help="Eval accuracy at least this fraction, e.g. 0.8.")
 @click.option("--max-kld", type=float, default=None, help="Mean KL-divergence against the reference at most this.")
 @click.option("--max-ppl-ratio", type=float, default=None, help="Perplexity ratio against the reference at most this.")
+@click.option("--prefer", type=click.Choice(PREFER_CHOICES), default="smallest", show_default=True,
+              help="Which passing model to pick: smallest file; fastest tg; quality (lowest KLD, then PPL ratio, "
+                   "then accuracy); cheapest (least peak memory: no cost figure is stored yet).")
+@click.option("-t", "--threads", type=int, default=None, help="Judge results measured at this many threads.")
+@click.option("-ngl", "--n-gpu-layers", type=int, default=None, help="Judge results measured with this many GPU layers.")
+@click.option("-b", "--batch-size", type=int, default=None, help="Judge results measured at this logical batch size.")
+@click.option("-ub", "--ubatch-size", type=int, default=None, help="Judge results measured at this physical batch size.")
+@click.option("-fa", "--flash-attn", default=None, callback=_fa, help="Judge results measured with flash attention on, off or auto.")
+@click.option("-ctk", "--cache-type-k", default=None, help="Judge results measured with this KV cache type for K.")
+@click.option("-ctv", "--cache-type-v", default=None, help="Judge results measured with this KV cache type for V.")
 @click.option("--suite", default=None, help="Eval suite whose accuracy counts (default: each model's newest).")
 @click.option("--machine", default=None, help="Machine id prefix or hostname (default: this machine, else all).")
 @click.option("--pp-test", default="pp512", show_default=True, help="The prompt test --min-pp checks.")
@@ -133,31 +158,39 @@ def _check_cell(check: Any) -> str:
 @format_option(choices=REPORT_FORMATS)
 @db_option
 def recommend(min_tg: float | None, min_pp: float | None, max_ttft_ms: float | None,
-              max_itl_p95_ms: float | None, max_memory: int | None, max_j_per_token: float | None,
-              min_accuracy: float | None, max_kld: float | None, max_ppl_ratio: float | None,
-              suite: str | None, machine: str | None, pp_test: str, tg_test: str, fmt: str,
-              db_path: Path | None) -> None:
-    """The smallest model and quant that meets every limit, and why each other one does not.
+              max_itl_p95_ms: float | None, max_memory: int | None, max_vram: int | None,
+              max_j_per_token: float | None, min_accuracy: float | None, max_kld: float | None,
+              max_ppl_ratio: float | None, prefer: str, threads: int | None, n_gpu_layers: int | None,
+              batch_size: int | None, ubatch_size: int | None, flash_attn: int | None,
+              cache_type_k: str | None, cache_type_v: str | None, suite: str | None, machine: str | None,
+              pp_test: str, tg_test: str, fmt: str, db_path: Path | None) -> None:
+    """The model and quant that meets every limit, and why each other one does not.
 
-    A limit that needs a figure never measured for a model leaves that model "unverified": it is
-    listed, never picked. Exits 1 when no model meets every limit.
+    Every model with a stored figure is a candidate. Each is judged at one configuration: the one
+    given with -t, -ngl, -b, -ub, -fa, -ctk, -ctv, else its best measured (stated in the output).
+    A limit that needs a figure never measured leaves a model "unverified": it is listed, never
+    picked. The pick comes with the llama-server and llama-cli command lines that reproduce its
+    configuration. Exits 1 when no model meets every limit.
     """
     import json
 
     from lab import report
 
+    config = {"n_threads": threads, "n_gpu_layers": n_gpu_layers, "n_batch": batch_size, "n_ubatch": ubatch_size,
+              "flash_attn": flash_attn, "type_k": cache_type_k, "type_v": cache_type_v}
     store = open_store(db_path)
     rec = report.recommend(
         store, machine_id=machine, min_tg=min_tg, min_pp=min_pp, max_ttft_ms=max_ttft_ms,
-        max_itl_p95_ms=max_itl_p95_ms, max_memory_bytes=max_memory, max_j_per_token=max_j_per_token,
-        min_accuracy=min_accuracy, max_kld=max_kld, max_ppl_ratio=max_ppl_ratio, suite=suite,
-        test_pp=pp_test, test_tg=tg_test,
+        max_itl_p95_ms=max_itl_p95_ms, max_memory_bytes=max_memory, max_vram_bytes=max_vram,
+        max_j_per_token=max_j_per_token, min_accuracy=min_accuracy, max_kld=max_kld,
+        max_ppl_ratio=max_ppl_ratio, suite=suite, test_pp=pp_test, test_tg=tg_test, prefer=prefer,
+        config={k: v for k, v in config.items() if v is not None},
     )
     if fmt == "json":
         click.echo(json.dumps(rec.to_dict(), indent=2, default=str))
     else:
         specs = [s for s in report.limit_specs(pp_test, tg_test) if s.name in rec.limits]
-        several_machines = len({c.row["machine_id"] for c in rec.candidates}) > 1
+        several_machines = len({c.row["machine_id"] for c in rec.candidates if c.row.get("machine_id")}) > 1
         rows = []
         for cand in rec.candidates:
             status = "PICK" if cand is rec.pick else "FAIL" if cand.status == "fail" else cand.status
@@ -167,19 +200,21 @@ def recommend(min_tg: float | None, min_pp: float | None, max_ttft_ms: float | N
                 row[f"limit_{check.name}"] = _check_cell(check)
             rows.append(row)
         cols = [Column("model_filename", "model file", align="left"), Column("file_type", "quant", align="left"),
-                Column("size_bytes", "size", human_bytes)]
+                Column("file_size", "file", human_bytes), Column("model_size", "weights", human_bytes)]
         if several_machines:
             cols.append(Column("machine", "machine", align="left"))
         cols.append(Column("status", "status", align="left"))
         cols += [Column(f"limit_{s.name}", _limit_title(s), align="left") for s in specs]
-        cols.append(Column("why", "why", align="left"))
+        cols += [Column("config", "measured at", align="left"), Column("why", "why", align="left")]
         if fmt in ("table", "md"):
             if rec.pick is not None:
                 click.echo(rec.summary())
+                commands = rec.commands() or {}
+                for tool in ("llama-server", "llama-cli"):
+                    click.echo(f"  {commands[tool]}")
             for note in rec.notes:
                 click.echo(f"note: {note}")
-            if rec.pick is not None or rec.notes:
-                click.echo()
+            click.echo()
         emit(rows, cols, fmt)
     if rec.pick is None:
         click.echo(f"error: {rec.summary()}", err=True)
@@ -206,7 +241,7 @@ def import_group() -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @db_option
 def import_llama_bench(file: Path, db_path: Path | None) -> None:
-    """Import llama-bench output (-o json or -o jsonl) as results.
+    """Import llama-bench output (-o json, jsonl, csv or sql) as results.
 
     The machine is recorded from the file's cpu_info, gpu_info, backends and build_commit only
     (its id starts with "import-"); memory, energy and latency were not measured by llama-bench

@@ -201,9 +201,12 @@ def _measured_elsewhere(store: Any, models: list[LocalModel], known_ids: set[str
 known_model_id = library.known_model_id  # the deletion plan's lookup: one way to find an id
 
 
-def last_speeds(store: Any, machine_id: str | None) -> dict[str, dict[str, float]]:
-    """Newest pp and tg t/s per model id measured on this machine."""
-    return store.last_speeds(machine_id) if machine_id else {}
+def last_speeds(store: Any, machine_id: str | None) -> dict[str, dict[str, Any]]:
+    """pp and tg t/s per model id measured on this machine, both at the model's best measured
+    configuration (``config`` names it; see :func:`lab.select.best_speeds`)."""
+    from lab.select import best_speeds
+
+    return best_speeds(store, machine_id) if machine_id else {}
 
 
 # --- quality and accuracy ---------------------------------------------------------------------
@@ -275,7 +278,7 @@ def load_ladder(store: Any, base_model_id: str, machine_id: str | None) -> Ladde
             row.update({k: other.get(k) for k in (*QUALITY_KEYS, *EVAL_KEYS)})
     refs = {r["reference_model_id"] for r in rows if r.get("reference_model_id")}
     reference = store.get("models", sorted(refs)[0]) if len(refs) == 1 else None
-    front = pareto_front(rows, {"size": "min", "kld_mean": "min"}).front
+    front = pareto_front(rows, {"file_size": "min", "kld_mean": "min"}).front
     return Ladder(base_model_id, store.get("models", base_model_id), rows, reference,
                   {r["model_id"] for r in front})
 

@@ -31,6 +31,14 @@ async def _library_with_figures(app, pilot) -> None:
     await wait_for(pilot, lambda: app.screen.entries[_demo_key(app)].evaluation is not None)
 
 
+async def _open_demo_ladder(app, pilot) -> None:
+    await _library_with_figures(app, pilot)
+    _models(app).move_cursor(row=_models(app).get_row_index(_demo_key(app)))
+    await pilot.press("L")
+    await wait_for(pilot, lambda: type(app.screen).__name__ == "LadderScreen" and app.screen.ladder is not None)
+    await pilot.pause()
+
+
 async def test_library_shows_newest_kld_and_accuracy(make_app) -> None:
     app = make_app()
     async with app.run_test(size=(200, 50)) as pilot:
@@ -57,20 +65,17 @@ async def test_library_shows_newest_kld_and_accuracy(make_app) -> None:
 async def test_ladder_opens_with_every_quant_largest_first(make_app) -> None:
     app = make_app()
     async with app.run_test(size=(200, 50)) as pilot:
-        await _library_with_figures(app, pilot)
-        _models(app).move_cursor(row=_models(app).get_row_index(_demo_key(app)))
-        await pilot.press("L")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "LadderScreen" and app.screen.ladder is not None)
-        await pilot.pause()
+        await _open_demo_ladder(app, pilot)
         table = app.screen.query_one("#ladder", DataTable)
         assert table.row_count == 3
         assert _column(table, "quant") == ["F16", "Q8_0", "Q4_1"]
         assert _column(table, "mark") == ["base", "front", "front"]
-        assert _column(table, "size") == ["258.35 MiB", "138.09 MiB", "93.81 MiB"]
+        assert _column(table, "file_size") == ["258.35 MiB", "138.09 MiB", "93.81 MiB"]
         # speed and memory on this machine (lab-box), not big-box's 2105 / 330 t/s
         assert _column(table, "pp") == ["n/a", "452.3", "n/a"]
         assert _column(table, "tg") == ["n/a", "121.4", "n/a"]
-        assert _column(table, "rss") == ["n/a", "172.00 MiB", "n/a"]
+        # the largest peak RSS of the two tests shown (not the whole run's, which spans every test)
+        assert _column(table, "rss") == ["n/a", "174.00 MiB", "n/a"]
         # the newest quality row (m-q8 was measured twice), none for the reference itself
         assert _column(table, "kld") == ["n/a", "0.0021", "0.0874"]
         assert _column(table, "kld_p99") == ["n/a", "0.0195", "0.7412"]
@@ -81,7 +86,8 @@ async def test_ladder_opens_with_every_quant_largest_first(make_app) -> None:
         assert _column(table, "fallback") == ["n/a", "0", "0"]  # the base was not built here
         text = screen_text(app)
         assert "Ladder of SmolLM2-135M-Instruct.F16.gguf: the base and 2 quants built from it" in text
-        assert "speed and memory on lab-box" in text and "KLD vs the base (F16)" in text
+        assert "speed and memory on lab-box at t=2 ngl=0 b=2048 ub=512 fa=auto kv=f16/f16 (pp512 / tg128)" in text
+        assert "KLD vs the base (F16)" in text
         assert "accuracy on suite demo, constrained" in text
         await pilot.press("escape")
         assert type(app.screen).__name__ == "LibraryScreen"
@@ -132,9 +138,30 @@ async def test_results_show_the_models_kld_and_accuracy(make_app) -> None:
 def test_row_marks_name_the_base_the_reference_and_the_front() -> None:
     from lab.tui.screens.ladder import row_cells
 
-    base = {"model_id": "q4", "is_base": True, "file_type": "Q4_1", "size": 98_000_000}
+    base = {"model_id": "q4", "is_base": True, "file_type": "Q4_1", "file_size": 98_000_000}
     ref = {"model_id": "f16", "is_base": False, "file_type": "F16", "kld_mean": None}
     q8 = {"model_id": "q8", "is_base": False, "file_type": "Q8_0", "kld_mean": 0.0038, "n_fallback": 1}
     assert [str(row_cells(r, {"q8"}, "f16")[0]) for r in (base, ref, q8)] == ["base", "ref", "front"]
     cells = [str(c) for c in row_cells(q8, set(), "f16")]
     assert cells[0] == "" and cells[6] == "0.0038" and cells[12] == "1" and cells[3] == "n/a"
+
+
+async def test_ladder_fits_120_columns(make_app) -> None:
+    # every column, the last one included, is drawn whole in a 120x36 terminal
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await _open_demo_ladder(app, pilot)
+        await wait_for(pilot, lambda: "258.35 MiB" in screen_text(app))
+        await pilot.pause()
+        table = app.screen.query_one("#ladder", DataTable)
+        assert table.virtual_size.width <= table.size.width == 120
+        lines = screen_text(app).splitlines()
+        header = next(i for i, line in enumerate(lines) if "quant" in line and "fall-" in line)
+        assert lines[header].rstrip().endswith("fall-") and lines[header + 1].rstrip().endswith("back")
+        rows = {line.split()[1]: line.rstrip() for line in lines[header + 2:header + 5]}
+        # the last column (fallback tensors) ends each row, whole
+        assert rows["F16"].endswith("100%    n/a") and rows["Q8_0"].endswith("100%      0")
+        assert rows["Q4_1"].endswith("95%      0")
+        assert "file: SmolLM2-135M-Instruct.F16.gguf" in screen_text(app)
+        await pilot.press("down")
+        await wait_for(pilot, lambda: "file: SmolLM2-135M-Instruct.Q8_0.gguf" in screen_text(app))

@@ -25,23 +25,23 @@ from lab.tui.widgets.keybar import KeyBar
 from lab.tui.widgets.navbar import NavBar
 from lab.tui.widgets.table import LabTable
 
-# column key, title, right-aligned. The file name comes last: the quant type already names the
-# row, and at 80 columns the figures matter more than a long shared file stem.
+# column key, title, right-aligned. Two-line titles keep every column as narrow as its figures,
+# so the whole table fits 120 columns; the highlighted row's file name and the configuration its
+# speed was measured at are shown under the table, not in a column a long stem would cut.
 COLUMNS: list[tuple[str, str, bool]] = [
     ("mark", " ", False),
     ("quant", "quant", False),
-    ("size", "size", True),
-    ("pp", "pp t/s", True),
-    ("tg", "tg t/s", True),
-    ("rss", "peak RSS", True),
-    ("kld", "KLD", True),
-    ("kld_p99", "KLD p99", True),
-    ("ppl_ratio", "PPL ratio", True),
-    ("same_top", "same top", True),
-    ("acc", "accuracy (95% CI)", True),
-    ("valid", "fmt valid", True),
-    ("fallback", "fallback", True),
-    ("file", "file", False),
+    ("file_size", "file\nsize", True),
+    ("pp", "pp\nt/s", True),
+    ("tg", "tg\nt/s", True),
+    ("rss", "peak\nRSS", True),
+    ("kld", "KLD\nmean", True),
+    ("kld_p99", "KLD\np99", True),
+    ("ppl_ratio", "PPL\nratio", True),
+    ("same_top", "same\ntop", True),
+    ("acc", "accuracy\n(95% CI)", True),
+    ("valid", "fmt\nvalid", True),
+    ("fallback", "fall-\nback", True),
 ]
 
 
@@ -61,7 +61,7 @@ def row_cells(row: dict[str, Any], front: set[str], reference_id: str | None = N
     return [
         mark,
         row.get("file_type") or fmt.NA,
-        right(fmt.human_bytes(row.get("size"))),
+        right(fmt.human_bytes(row.get("file_size"))),
         right(fmt.ts(row.get("pp"))),
         right(fmt.ts(row.get("tg"))),
         right(fmt.human_bytes(row.get("peak_rss_bytes"))),
@@ -72,7 +72,6 @@ def row_cells(row: dict[str, Any], front: set[str], reference_id: str | None = N
         right(fmt.accuracy(row.get("accuracy"), row.get("accuracy_ci_low"), row.get("accuracy_ci_high"))),
         right(fmt.share(row.get("format_valid_rate"))),
         right(fmt.num(row.get("n_fallback"))),
-        row.get("model_filename") or fmt.NA,
     ]
 
 
@@ -80,6 +79,10 @@ def legend(ladder: data.Ladder, hostname: str | None) -> str:
     """What the figures are measured on and against, in a line or two."""
     rows = ladder.rows
     parts = [f"speed and memory on {hostname or 'this machine'}"]
+    configs = {r["config"] for r in rows if r.get("config")}
+    if configs:
+        tests = sorted({t for r in rows for t in (r.get("pp_test"), r.get("tg_test")) if t})
+        parts[0] += f" at {', '.join(sorted(configs))} ({' / '.join(tests)})"
     ref = ladder.reference
     if ref is not None:
         what = "the base" if ref.get("id") == ladder.base_model_id else ref.get("model_filename") or fmt.NA
@@ -95,6 +98,17 @@ def legend(ladder: data.Ladder, hostname: str | None) -> str:
     if ladder.front:
         parts.append("front: no smaller quant has a lower KLD")
     return " · ".join(parts)
+
+
+def row_detail(row: dict[str, Any]) -> str:
+    """The line under the table for the highlighted row: its file, and the configurations its
+    speed was not taken from (never mixed into one row)."""
+    text = f"file: {row.get('model_filename') or fmt.NA}"
+    others = row.get("other_configs") or 0
+    if others:
+        text += (f" · also measured at {others} other configuration{'s' if others != 1 else ''} "
+                 "(see Results)")
+    return text
 
 
 class LadderScreen(Screen[None]):
@@ -117,13 +131,14 @@ class LadderScreen(Screen[None]):
         with Vertical(id="ladder-main"):
             yield Static("Ladder: loading…", id="ladder-title", markup=False)
             yield Static("", id="ladder-legend", markup=False)
-            yield LabTable(id="ladder", cursor_type="row", zebra_stripes=True)
+            yield LabTable(id="ladder", cursor_type="row", zebra_stripes=True, header_height=2)
+            yield Static("", id="ladder-row", markup=False)
         yield KeyBar()
 
     def on_mount(self) -> None:
         table = self.query_one("#ladder", DataTable)
-        for key, title, _ in COLUMNS:
-            table.add_column(title, key=key)
+        for key, title, right in COLUMNS:
+            table.add_column(Text(title, justify="right" if right else "left"), key=key)
         table.focus()
         machine = self.app.machine  # type: ignore[attr-defined]
         self._load(self.base_model_id, machine.id if machine is not None else None)
@@ -152,3 +167,14 @@ class LadderScreen(Screen[None]):
         machine = self.app.machine  # type: ignore[attr-defined]
         hostname = machine.fingerprint.get("hostname") if machine is not None else None
         self.query_one("#ladder-legend", Static).update(legend(ladder, hostname))
+        self._show_row()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_row()
+
+    def _show_row(self) -> None:
+        if self.ladder is None or not self.ladder.rows:
+            return
+        table = self.query_one("#ladder", DataTable)
+        index = min(max(table.cursor_row, 0), len(self.ladder.rows) - 1)
+        self.query_one("#ladder-row", Static).update(row_detail(self.ladder.rows[index]))

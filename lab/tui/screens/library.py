@@ -52,8 +52,10 @@ def short_name(m: Any) -> str:
     return m.name
 
 
-def summary_rows(entry: data.LibraryEntry, fit: data.Fit, available: int | None) -> list[tuple[str, str]]:
-    """The detail panel's first block: figures from the header and the estimate."""
+def summary_rows(entry: data.LibraryEntry, fit: data.Fit, available: int | None,
+                 speeds_at: str | None = None) -> list[tuple[str, str]]:
+    """The detail panel's first block: figures from the header and the estimate, and the
+    configuration (``speeds_at``) the pp / tg figures were measured at."""
     s = entry.summary
     m = entry.model
     rows = [("file", display_path(m)), ("source", m.source + (f" ({m.repo})" if m.repo else ""))]
@@ -63,15 +65,17 @@ def summary_rows(entry: data.LibraryEntry, fit: data.Fit, available: int | None)
     rows += [
         ("name", s.name or na), ("architecture", s.arch), ("type", s.model_type),
         ("parameters", fmt.human_count(s.model_n_params)), ("file type", s.file_type),
-        ("file size", fmt.human_bytes(s.file_size)), ("tensor data", fmt.human_bytes(s.model_size)),
+        ("file size", fmt.human_bytes(s.file_size)), ("weights", fmt.human_bytes(s.model_size)),
         ("blocks", fmt.num(s.n_layer)), ("embedding", fmt.num(s.n_embd)),
         ("heads / KV", f"{fmt.num(s.n_head)} / {fmt.num(s.n_head_kv)}"),
         ("train context", fmt.num(s.n_ctx_train)), ("vocabulary", fmt.num(s.n_vocab)),
         ("chat template", "yes" if s.has_chat_template else "no"),
         (f"memory @ {fmt.num(fit.n_ctx)}", fmt.human_bytes(fit.est_bytes)),
         ("available RAM", fmt.human_bytes(available)), ("fits", fit.label),
-        ("last pp / tg", f"{fmt.ts(entry.pp_ts)} / {fmt.ts(entry.tg_ts)} t/s"),
+        ("pp / tg", f"{fmt.ts(entry.pp_ts)} / {fmt.ts(entry.tg_ts)} t/s"),
     ]
+    if speeds_at:
+        rows.append(("measured at", speeds_at))
     return rows + quality_rows(entry)
 
 
@@ -149,6 +153,7 @@ class LibraryScreen(LabScreen):
         self.entries: dict[str, data.LibraryEntry] = {}
         self.details: dict[str, dict[str, Any]] = {}
         self.speeds_version = -1
+        self.speeds_at: dict[str, str] = {}  # model id -> the configuration its pp / tg come from
         self.n_ctx = 4096
         self._detail_width = 0
 
@@ -280,6 +285,9 @@ class LibraryScreen(LabScreen):
         for key, entry in self.entries.items():
             got = message.speeds.get(entry.model_id or "", {})
             pp, tg = got.get("pp"), got.get("tg")
+            if got.get("config"):
+                tests = " / ".join(t for t in (got.get("pp_test"), got.get("tg_test")) if t)
+                self.speeds_at[entry.model_id or ""] = f"{got['config']} ({tests})"
             if (pp, tg) != (entry.pp_ts, entry.tg_ts):
                 entry.pp_ts, entry.tg_ts = pp, tg
                 table.update_cell(key, "pp", Text(fmt.ts(pp), justify="right"))
@@ -328,7 +336,8 @@ class LibraryScreen(LabScreen):
         fit = self._fit(entry)
         # One Text, not a Rich table: Textual measures and wraps it natively, where a table is
         # re-rendered in full at every layout pass (each screen switch), ~50 ms for this panel.
-        rows = summary_rows(entry, fit, self.app.memory_available())  # type: ignore[attr-defined]
+        rows = summary_rows(entry, fit, self.app.memory_available(),  # type: ignore[attr-defined]
+                            self.speeds_at.get(entry.model_id or ""))
         self._detail_width = panel.size.width
         text = detail_text(rows, self._detail_width)
         details = self.details.get(entry.key)
@@ -403,7 +412,8 @@ class LibraryScreen(LabScreen):
                 self.notify(str(exc), severity="error")
                 return
             self.details[entry.key] = details
-        rows = summary_rows(entry, self._fit(entry), self.app.memory_available())  # type: ignore[attr-defined]
+        rows = summary_rows(entry, self._fit(entry), self.app.memory_available(),  # type: ignore[attr-defined]
+                            self.speeds_at.get(entry.model_id or ""))
         rows[0] = ("file", str(entry.model.path))
         s = entry.summary
         if s is not None:
