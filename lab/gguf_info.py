@@ -498,3 +498,9 @@ def estimate_memory(s: ModelSummary, n_ctx: int, *, n_ubatch: int = 512, type_k:
         gpu = int(s.model_size * share)
     weights = s.model_size + (s.repack_bytes if repack else 0)
     return MemoryEstimate(n_ctx, weights, kv, compute, overhead, gpu, output, resident)
+
+
+def est_rss_ratio(row: dict[str, Any]) -> float | None:
+    """A result's memory estimate over its measured peak RSS (None when either is missing)."""
+    est, rss = row.get("est_memory_bytes"), row.get("peak_rss_bytes")
+    return est / rss if est and rss else None

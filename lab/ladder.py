@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Mapping
 
+from lab.gguf_info import est_rss_ratio
 from lab.select import select
 
 if TYPE_CHECKING:
@@ -93,7 +94,8 @@ def ladder_table(store: "Store", base_model_id: str, *, machine_id: str | None =
     for m in models:
         sel = speeds.get(m["id"])
         pp, tg = (sel.pp, sel.tg) if sel else (None, None)
-        rss = [r["peak_rss_bytes"] for r in (pp, tg) if r and r.get("peak_rss_bytes") is not None]
+        measured = [r for r in (pp, tg) if r and r.get("peak_rss_bytes") is not None]
+        peak = max(measured, key=lambda r: r["peak_rss_bytes"]) if measured else None
         q = _newest_quality(store, m["id"], [r for r in references if r != m["id"]], machine_id)
         e = _newest_eval(store, m["id"], suite, constrained, machine_id)
         fallbacks = json.loads(m["fallback_tensors"]) if m.get("fallback_tensors") else None
@@ -110,7 +112,9 @@ def ladder_table(store: "Store", base_model_id: str, *, machine_id: str | None =
             "tg_test": tg["test"] if tg else None,
             "config": sel.config.label() if sel and (pp or tg) else None,
             "other_configs": sel.other_configs if sel else 0,
-            "peak_rss_bytes": max(rss) if rss else None,
+            "peak_rss_bytes": peak["peak_rss_bytes"] if peak else None,
+            # the estimate for the same test as that peak, over the peak
+            "est_rss_ratio": est_rss_ratio(peak) if peak else None,
             "kld_mean": q["kld_mean"] if q else None,
             "kld_p99": q["kld_p99"] if q else None,
             "ppl": q["ppl"] if q else None,

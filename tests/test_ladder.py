@@ -107,3 +107,27 @@ def test_ladder_rows_share_one_configuration(store) -> None:
     # asked for 4 threads: the quant was never measured there, so it shows no speed
     base4, q4_4 = ladder_table(store, "base", machine_id="m" * 16, config={"n_threads": 4})
     assert (base4["tg"], q4_4["tg"], q4_4["config"]) == (25.0, None, None)
+
+
+def test_ladder_rows_carry_the_estimate_over_the_measured_peak(tmp_path) -> None:
+    """The ladder's est/RSS is the estimate of the very test whose peak RSS the row shows."""
+    from lab.ladder import ladder_table
+    from lab.store import Store
+
+    s = Store(tmp_path / "lab.db")
+    s.upsert_machine({"id": "m1", "hostname": "box"})
+    s.upsert_model({"id": "base", "model_filename": "b.gguf", "file_type": "F16", "file_size": 300})
+    s.upsert_model({"id": "q4", "model_filename": "q.gguf", "file_type": "Q4_0", "file_size": 100,
+                    "base_model_id": "base"})
+    run = s.create_run("bench", machine_id="m1", model_id="q4", model_filename="q.gguf", config={})
+    common = {"run_id": run, "machine_id": "m1", "model_id": "q4", "model_filename": "q.gguf", "n_depth": 0,
+              "n_threads": 2, "n_gpu_layers": 0, "n_batch": 2048, "n_ubatch": 512, "type_k": "f16",
+              "type_v": "f16", "flash_attn": -1}
+    s.add_result(dict(common, test="pp512", n_prompt=512, n_gen=0, avg_ts=100.0,
+                      peak_rss_bytes=200 * 2**20, est_memory_bytes=220 * 2**20))
+    s.add_result(dict(common, test="tg128", n_prompt=0, n_gen=128, avg_ts=10.0,
+                      peak_rss_bytes=150 * 2**20, est_memory_bytes=100 * 2**20))
+    rows = {r["model_id"]: r for r in ladder_table(s, "base", machine_id="m1")}
+    assert rows["q4"]["peak_rss_bytes"] == 200 * 2**20
+    assert rows["q4"]["est_rss_ratio"] == pytest.approx(1.1)
+    assert rows["base"]["est_rss_ratio"] is None

@@ -318,13 +318,6 @@ def _machine() -> dict[str, Any] | None:
     return _machine_cache
 
 
-def est_rss_ratio(row: dict[str, Any]) -> float | None:
-    """The memory estimate over the measured peak RSS of the same test (None when either is
-    missing)."""
-    est, rss = row.get("est_memory_bytes"), row.get("peak_rss_bytes")
-    return est / rss if est and rss else None
-
-
 RESULT_COLUMNS = [
     Column("run_id", "run", short_id, align="left"),
     Column("test_time", "time", lambda v: v[:19].replace("T", " "), align="left"),
@@ -375,6 +368,8 @@ def results(model: str | None, test: str | None, machine: str | None, run_id: st
                          order="test_time", descending=limit is not None, limit=limit)
     if limit is not None:
         rows.reverse()
+    from lab.gguf_info import est_rss_ratio
+
     rows = [dict(r, ts=_ts(r), est_rss_ratio=est_rss_ratio(r)) for r in rows]
     machines = {m["id"]: m for m in store.query("select * from machines")}
     emit(rows, RESULT_COLUMNS, fmt, json_rows=[json_record(r, machines.get(r["machine_id"])) for r in rows])
