@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from lab.errors import Cancelled, LabError
+from lab.provenance import record_machine, run_extra
 
 if TYPE_CHECKING:
     import numpy as np
@@ -69,22 +70,6 @@ OnEvent = Callable[[dict[str, Any]], None]
 
 
 # --- shared helpers -------------------------------------------------------------------------
-
-
-def record_machine(store: "Store") -> str:
-    """Store this machine's fingerprint; returns its id (every run links to it)."""
-    from lab import hardware
-
-    return store.upsert_machine(hardware.fingerprint())
-
-
-def run_extra() -> dict[str, Any]:
-    """Version columns every ``runs`` row carries."""
-    from lab import __version__, hardware
-
-    fp = hardware.fingerprint()
-    return {"lab_version": __version__, "llama_cpp_version": fp.get("llama_cpp_version"),
-            "build_commit": fp.get("build_commit")}
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -563,9 +548,9 @@ def measure_quality(store: "Store", options: QualityOptions, *, on_event: OnEven
 
     _validate(options)
     emit_event: OnEvent = on_event or (lambda _e: None)
-    from lab.quantize import default_threads
+    from lab.hardware import physical_cores
 
-    options.n_threads = options.n_threads or default_threads()
+    options.n_threads = options.n_threads or physical_cores()
     text_path = Path(options.text) if options.text else DEFAULT_TEXT
     data, _ = _read_text(text_path)
     text_sha = sha256_bytes(data)

@@ -242,7 +242,7 @@ def build_ladder(store: "Store", model: "LocalModel", types: list[str], *, out_d
     from lab import library
     from lab.engine.runner import run_child
     from lab.gguf_info import inspect
-    from lab.quality import record_machine, run_extra
+    from lab.provenance import record_machine, run_extra
 
     src = model.path
     summary = inspect(src)

@@ -244,7 +244,7 @@ def _eval_one(store: "Store", suite: "Suite", items: list["Item"], model: Any, m
     from lab.engine.runner import run_child
     from lab.evals.stats import summarize
     from lab.ids import new_id
-    from lab.quality import run_extra
+    from lab.provenance import run_extra
     from lab.store import now_iso
 
     apply = constrained and any(i.grammar for i in items)
@@ -365,8 +365,8 @@ def run_eval(store: "Store", options: EvalOptions, *, on_event: OnEvent | None =
     loaded when the suite has a problem."""
     from lab import library
     from lab.evals.suite import load_suite
-    from lab.quality import record_machine
-    from lab.quantize import default_threads
+    from lab.hardware import physical_cores
+    from lab.provenance import record_machine
 
     if options.max_tokens < 1:
         raise LabError("--max-tokens must be at least 1")
@@ -374,7 +374,7 @@ def run_eval(store: "Store", options: EvalOptions, *, on_event: OnEvent | None =
         raise LabError("--timeout must be more than 0 seconds")
     suite = load_suite(options.suite)
     items = suite.items[: options.limit] if options.limit else suite.items
-    options.n_threads = options.n_threads or default_threads()
+    options.n_threads = options.n_threads or physical_cores()
     emit_event: OnEvent = on_event or (lambda _e: None)
     models = [library.resolve(m) for m in options.models]
     machine_id = record_machine(store)
