@@ -72,7 +72,7 @@ LADDER_COLUMNS = [
 @click.option("--types", default=None,
               help="Comma list of quantization types (default: F16,Q8_0,Q6_K,Q5_K_M,Q5_1,Q4_K_M,Q4_0,Q3_K_M,Q2_K).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for the files (default: <models dir>/ladders/<model>).")
+              help="Folder for the files (default: <models dir>/ladders/<model stem>).")
 @click.option("-t", "--threads", type=int, default=None, help="Quantizer threads (default: physical cores).")
 @click.option("--force", is_flag=True, help="Rebuild files that already exist.")
 @format_option()
