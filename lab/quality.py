@@ -175,6 +175,40 @@ def _mean_and_uncertainty(values: "np.ndarray") -> tuple[float, float]:
     return mean, math.sqrt(var / (n - 1)) if var > 0 and n > 10 else 0.0
 
 
+def kld_percentile(values: "np.ndarray", fraction: float) -> float:
+    """A percentile of per-position KLD values exactly as llama-perplexity prints it.
+
+    llama-perplexity (tools/perplexity/perplexity.cpp, ``kl_divergence``) keeps the values as
+    float32, sorts them, and for a fraction f (itself a float32 literal, 0.99f) takes
+    ``p = f * (n - 1)`` in float32, ``i = floor(p)``, ``t = p - i`` and returns
+    ``(1 - t) * v[i] + t * v[min(i + 1, n - 1)]``, all in float32 (f <= 0: the minimum, f >= 1:
+    the maximum). That is linear interpolation between closest ranks, as numpy's default, but
+    with the index and the interpolation rounded to float32. (A C++ build that fuses the last
+    multiply-add may differ by one float32 ulp.)
+    """
+    import numpy as np
+
+    v = np.sort(np.asarray(values, dtype=np.float32))
+    f = np.float32(fraction)
+    if f <= 0:
+        return float(v[0])
+    if f >= 1:
+        return float(v[-1])
+    p = f * np.float32(len(v) - 1)
+    i = int(p)
+    t = p - np.float32(i)
+    return float((np.float32(1) - t) * v[i] + t * v[min(i + 1, len(v) - 1)])
+
+
+def kld_median(values: "np.ndarray") -> float:
+    """llama-perplexity's median KLD: the middle float32 value, or ``0.5f * (a + b)`` of the two."""
+    import numpy as np
+
+    v = np.sort(np.asarray(values, dtype=np.float32))
+    n = len(v)
+    return float(v[n // 2] if n % 2 else np.float32(0.5) * (v[n // 2] + v[n // 2 - 1]))
+
+
 def summarize(kld: "np.ndarray", nll: "np.ndarray", nll_ref: "np.ndarray", same_top: "np.ndarray") -> dict[str, Any]:
     """The figures of one comparison, as llama-perplexity prints them."""
     import numpy as np
@@ -196,8 +230,8 @@ def summarize(kld: "np.ndarray", nll: "np.ndarray", nll_ref: "np.ndarray", same_
         "ppl_ref": math.exp(log_ref),
         "ppl_ratio": ratio, "ppl_ratio_stderr": ratio * math.sqrt(max(ratio_unc2, 0.0)),
         "kld_mean": kld_mean, "kld_stderr": kld_unc,
-        "kld_p99": float(np.percentile(kld, 99.0)), "kld_p999": float(np.percentile(kld, 99.9)),
-        "kld_median": float(np.median(kld)), "kld_max": float(np.max(kld)),
+        "kld_p99": kld_percentile(kld, 0.99), "kld_p999": kld_percentile(kld, 0.999),
+        "kld_median": kld_median(kld), "kld_max": float(np.max(kld)),
         "same_top_p": same,
         "same_top_p_stderr": math.sqrt(same * (1.0 - same) / (n - 1)) if n > 1 else None,
     }
