@@ -347,6 +347,7 @@ class _RunRecorder:
                 itl_p99_ms=percentile(gaps_ms, 99), e2e_ms=mean([x / 1e6 for x in e2e]),
                 n_generated=sum(c["n_generated"] for c in chats),
                 n_prompt_tokens=sum(c["n_prompt_tokens"] for c in chats), n_prompts=len(chats),
+                chat_template=end.get("chat_template"),
             )
             rep_tokens = [int(c["n_generated"]) for c in chats]
         else:

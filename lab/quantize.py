@@ -85,14 +85,20 @@ def parse_types(text: str | None) -> list[str]:
     return out
 
 
+# Ladder files carry the first hex digits of their source's sha256: two sources with the same
+# stem (the demo's Q4_1 and an F16 made from it) give different files, never one path.
+SOURCE_TAG_LEN = 8
+
+
 def base_stem(filename: str) -> str:
-    """``SmolLM2-135M-Instruct.Q4_1.gguf`` -> ``SmolLM2-135M-Instruct`` (the quant dropped)."""
+    """``SmolLM2-135M-Instruct.Q4_1.gguf`` -> ``SmolLM2-135M-Instruct`` (the quant dropped, and
+    the source tag of a ladder file: ``X.Q8_0.1a2b3c4d.gguf`` -> ``X``)."""
     from lab.library import quant_from_filename
 
     stem = filename[:-5] if filename.lower().endswith(".gguf") else filename
     quant = quant_from_filename(filename)
     if quant:
-        m = re.search(rf"[-_.]{re.escape(quant)}$", stem, re.IGNORECASE)
+        m = re.search(rf"[-_.]{re.escape(quant)}(?:\.[0-9a-f]{{{SOURCE_TAG_LEN}}})?$", stem, re.IGNORECASE)
         if m:
             stem = stem[: m.start()]
     return stem or "model"
@@ -105,8 +111,10 @@ def default_out_dir(source: Path) -> Path:
     return config.models_dir() / "ladders" / base_stem(source.name)
 
 
-def ladder_filename(source: Path, qtype: str) -> str:
-    return f"{base_stem(source.name)}.{qtype}.gguf"
+def ladder_filename(source: Path, qtype: str, source_sha256: str) -> str:
+    """``<stem>.<TYPE>.<first 8 hex digits of the source's sha256>.gguf``: the type where llama.cpp
+    users look for it, and a name no ladder of another source can take."""
+    return f"{base_stem(source.name)}.{qtype}.{source_sha256[:SOURCE_TAG_LEN].lower()}.gguf"
 
 
 def parse_fallback_log(text: str) -> list[dict[str, Any]]:
@@ -224,6 +232,13 @@ class LadderStep:
         return d
 
 
+def _recorded_source(store: "Store", path: Path) -> str | None:
+    """The sha256 of the source the store says ``path`` was quantized from (None: unknown)."""
+    rows = store.query("select base_model_id from models where path = ? and base_model_id is not null "
+                       "order by added_at desc limit 1", [str(path)])
+    return rows[0]["base_model_id"] if rows else None
+
+
 def build_ladder(store: "Store", model: "LocalModel", types: list[str], *, out_dir: Path | None = None,
                  n_threads: int | None = None, force: bool = False,
                  on_step: Callable[[LadderStep], None] | None = None,
@@ -236,7 +251,7 @@ def build_ladder(store: "Store", model: "LocalModel", types: list[str], *, out_d
     from lab.engine.runner import run_child
     from lab.hardware import default_threads
     from lab.gguf_info import inspect
-    from lab.quality import record_machine, run_extra
+    from lab.provenance import record_machine, run_extra
 
     src = model.path
     summary = inspect(src)
@@ -248,7 +263,7 @@ def build_ladder(store: "Store", model: "LocalModel", types: list[str], *, out_d
     n_threads = n_threads or default_threads()
     steps: list[LadderStep] = []
     for qtype in types:
-        dst = out / ladder_filename(src, qtype)
+        dst = out / ladder_filename(src, qtype, base_id)
         if dst.resolve() == src.resolve():
             raise LabError(f"The ladder file {dst} would overwrite its source; choose another --out")
         step = LadderStep(type=qtype, path=dst, status="built")
@@ -256,14 +271,23 @@ def build_ladder(store: "Store", model: "LocalModel", types: list[str], *, out_d
             step.status, step.error = "cancelled", "cancelled by the user"
             steps.append(step)
             break
+        other = _recorded_source(store, dst) if dst.is_file() and not force else None
+        if other is not None and other != base_id:
+            step.status = "failed"
+            step.error = (f"{dst.name} was built from another source (sha256 {other[:12]}); "
+                          "rebuild it with --force or choose another --out")
+            steps.append(step)
+            if on_step:
+                on_step(step)
+            continue
         if dst.is_file() and not force:
             step.status = "exists"
             known = store.query("select fallback_tensors from models where path = ? and fallback_tensors is not null",
                                 [str(dst)])
             step.fallback_tensors = json.loads(known[0]["fallback_tensors"]) if known else header_fallbacks(dst, qtype)
         else:
-            config = {"src": str(src), "dst": str(dst), "type": qtype, "n_threads": n_threads,
-                      "allow_requantize": source_type not in _UNQUANTIZED}
+            config = {"src": str(src), "src_sha256": base_id, "dst": str(dst), "type": qtype,
+                      "n_threads": n_threads, "allow_requantize": source_type not in _UNQUANTIZED}
             run_id = store.create_run("quantize", machine_id=machine_id, model_id=base_id,
                                       model_filename=src.name, config=config, **run_extra())
             step.run_id = run_id

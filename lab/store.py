@@ -86,7 +86,7 @@ _RESULT_COLUMNS: dict[str, Any] = {
     "alloc_output_bytes": int, "est_alloc_bytes": int,
     "ttft_ms": float, "itl_p50_ms": float, "itl_p95_ms": float, "itl_p99_ms": float,
     "e2e_ms": float, "n_generated": int, "n_prompt_tokens": int, "n_prompts": int,
-    "test_time": str,
+    "test_time": str, "chat_template": str,
 }
 
 _SAMPLE_COLUMNS: dict[str, Any] = {
@@ -110,7 +110,7 @@ _EVAL_RUN_COLUMNS: dict[str, Any] = {
     "suite": str, "suite_sha256": str, "constrained": int, "n_items": int, "n_correct": int,
     "accuracy": float, "accuracy_ci_low": float, "accuracy_ci_high": float,
     "format_valid_rate": float, "n_empty": int, "n_timeout": int, "n_error": int,
-    "latency_p50_ms": float, "latency_p95_ms": float, "created_at": str,
+    "latency_p50_ms": float, "latency_p95_ms": float, "created_at": str, "chat_template": str,
 }
 
 _EVAL_ITEM_COLUMNS: dict[str, Any] = {

@@ -15,7 +15,7 @@ import pytest
 
 from lab.errors import LabError
 from lab.quality import (DEFAULT_TEXT, TAIL_SAMPLES, TOP_K, QualityOptions, cache_bytes, compare_block,
-                         log_softmax32, measure_quality, reference_block, summarize)
+                         kld_median, kld_percentile, log_softmax32, measure_quality, reference_block, summarize)
 
 WORDS = ("the model reads a line of text and guesses the next word while the reference "
          "knows better than the small quant of it so we count how far apart they are").split()
@@ -88,6 +88,20 @@ def test_topk_plus_tail_samples_is_unbiased(noise: float, tolerance: float) -> N
     assert np.allclose(ref.tail_mass, 1 - np.exp(ref.top_lp.astype(np.float64)).sum(1), atol=1e-6)
 
 
+@pytest.mark.parametrize("noise", [0.05, 0.5])
+def test_each_positions_kld_is_close_enough_for_percentiles(noise: float) -> None:
+    """The upper percentiles are single positions: the tail estimate must be close at every
+    position, not only on average (a plain mean of log(p/q) over the samples was 40-50% off per
+    position at Q8_0-like noise, which put KLD p99 20% above the full-vocabulary figure)."""
+    lp, lq, nxt = _synthetic(400, 6000, noise, seed=2)
+    exact = _exact_kld(lp, lq)
+    ref = reference_block(lp, nxt, k=256, m=128, rng=np.random.default_rng(0))
+    ours = compare_block(lq, nxt, ref)["kld"]
+    assert np.sqrt(np.mean(((ours - exact) / exact) ** 2)) < 0.03
+    for f in (0.5, 0.99, 0.999):
+        assert kld_percentile(ours, f) == pytest.approx(kld_percentile(exact, f), rel=0.015), f
+
+
 def test_small_vocab_is_exact_and_self_is_zero() -> None:
     lp, lq, nxt = _synthetic(50, 300, 0.3, seed=3)
     ref = reference_block(lp, nxt, k=TOP_K, m=TAIL_SAMPLES, rng=np.random.default_rng(0))
@@ -115,11 +129,39 @@ def test_summarize_follows_llama_perplexity() -> None:
     assert s["ppl_ratio"] == pytest.approx(math.exp(nll.mean() - nll_ref.mean()))
     assert s["kld_mean"] == pytest.approx(kld.mean())
     assert s["kld_stderr"] == pytest.approx(math.sqrt(((kld ** 2).mean() - kld.mean() ** 2) / (n - 1)))
-    assert s["kld_p99"] == pytest.approx(np.percentile(kld, 99)) and s["kld_p999"] == pytest.approx(np.percentile(kld, 99.9))
+    assert (s["kld_p99"], s["kld_p999"]) == (kld_percentile(kld, 0.99), kld_percentile(kld, 0.999))
+    # llama-perplexity's float32 index and interpolation: close to numpy's float64 ones, not equal
+    assert s["kld_p999"] == pytest.approx(np.percentile(kld, 99.9), rel=1e-4)
+    assert s["kld_p999"] != np.percentile(kld, 99.9)
+    assert s["kld_median"] == kld_median(kld) == pytest.approx(np.median(kld), rel=1e-6)
     assert s["same_top_p"] == pytest.approx(same.mean())
     assert s["same_top_p_stderr"] == pytest.approx(math.sqrt(same.mean() * (1 - same.mean()) / (n - 1)))
     var = ((nll ** 2).mean() - nll.mean() ** 2) / (n - 1)
     assert s["ppl_stderr"] == pytest.approx(s["ppl"] * math.sqrt(var))
+
+
+def test_kld_percentiles_are_llama_perplexitys() -> None:
+    """Worked by hand from llama-perplexity's formula on the values 0..10 (n = 11):
+
+    * 0.99f is 16609444 / 2^24; times (n - 1) = 10 it is 166094440 / 2^24, exactly halfway
+      between two float32 numbers (their spacing at 9.9 is 16 / 2^24), so it rounds to the even
+      one, 10380902 / 2^20 = 9.8999996185302734375: i = 9, t = 0.8999996185302734375, and
+      (1 - t) * 9 + t * 10 = 9 + t = 9.8999996185302734375 (each step exact in float32);
+    * 0.999f is 16760439 / 2^24; times 10 it is 10475274.375 / 2^20, which rounds to
+      10475274 / 2^20 = 9.989999771118164062: 9 + t = 9.989999771118164062.
+
+    numpy's linear percentile (in float64) gives 9.9 and 9.99 instead.
+    """
+    values = np.arange(11, dtype=np.float64)[::-1].copy()  # unsorted: the function sorts
+    assert kld_percentile(values, 0.99) == 9.8999996185302734375
+    assert kld_percentile(values, 0.999) == 9.989999771118164062
+    assert kld_percentile(values, 0.0) == 0.0 and kld_percentile(values, 1.0) == 10.0
+    assert kld_percentile(values, 0.5) == 5.0
+    assert kld_median(values) == 5.0 and kld_median(np.array([4.0, 1.0, 3.0, 2.0])) == 2.5
+    # values are float32 first, as llama-perplexity stores them: 0.1 becomes 0.100000001490116...
+    assert kld_median(np.array([0.1])) == float(np.float32(0.1)) != 0.1
+    s = summarize(values, np.ones(11), np.ones(11), np.ones(11, dtype=bool))
+    assert (s["kld_p99"], s["kld_p999"], s["kld_median"]) == (9.8999996185302734375, 9.989999771118164062, 5.0)
 
 
 # --- against llama.cpp ----------------------------------------------------------------------

@@ -50,7 +50,10 @@ def test_names() -> None:
     assert base_stem("SmolLM2-135M-Instruct.Q4_1.gguf") == "SmolLM2-135M-Instruct"
     assert base_stem("llama-3-8b-instruct-Q4_K_M.gguf") == "llama-3-8b-instruct"
     assert base_stem("tiny-llama.gguf") == "tiny-llama"
-    assert ladder_filename(Path("/x/SmolLM2-135M-Instruct.Q4_1.gguf"), "Q2_K") == "SmolLM2-135M-Instruct.Q2_K.gguf"
+    assert base_stem("SmolLM2-135M-Instruct.Q8_0.1a2b3c4d.gguf") == "SmolLM2-135M-Instruct"  # a ladder file
+    sha = "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08"
+    assert ladder_filename(Path("/x/SmolLM2-135M-Instruct.Q4_1.gguf"), "Q2_K", sha) == \
+        "SmolLM2-135M-Instruct.Q2_K.9f86d081.gguf"
 
 
 def test_parse_fallback_log() -> None:
@@ -85,7 +88,7 @@ def test_tiny_ladder_with_fallbacks(tiny_gguf: Path, store, tmp_path: Path) -> N
     assert silent == [{"tensor": "output.weight", "ncols": 64, "wanted": None, "got": "Q8_0"}]
     row = store.get("models", q4km.model_id)
     assert json.loads(row["fallback_tensors"]) == q4km.fallback_tensors and row["source"] == "ladder"
-    assert row["path"] == str(out / "tiny-llama.Q4_K_M.gguf") and q4km.path.is_file()
+    assert row["path"] == str(out / f"tiny-llama.Q4_K_M.{base[:8]}.gguf") and q4km.path.is_file()
     assert not list(out.glob("*.part"))
     # the three runs are recorded, against the source model
     runs = store.query("select kind, status, model_id from runs order by started_at")
@@ -127,13 +130,59 @@ def test_invalid_weights_fail_with_llama_cpps_reason(tiny_gguf: Path, store, tmp
     assert step.status == "failed" and step.model_id is None
     assert step.error == ("llama.cpp could not quantize nan.gguf to Q8_0 (llama_model_quantize: failed to "
                           "quantize: tensor 'blk.0.attn_q.weight' has invalid data)")
-    assert not (tmp_path / "out" / "nan.Q8_0.gguf").exists() and not list((tmp_path / "out").glob("*.part"))
+    assert not list((tmp_path / "out").glob("nan.*")) and not list((tmp_path / "out").glob("*.part"))
     run = store.query("select status, error, exit_code from runs")[0]
     assert (run["status"], run["error"], run["exit_code"]) == ("failed", step.error, 2)
 
 
+def test_ladders_of_two_sources_with_one_stem_never_share_a_file(tiny_gguf: Path, store, tmp_path: Path) -> None:
+    """The F32 tiny model and an F16 made from it have one stem; their Q8_0s differ and each is
+    linked to its own source, in the default ladder folder of the models folder."""
+    from lab import config
+    from lab.library import sha256_file
+
+    (f16,) = build_ladder(store, _local(tiny_gguf), ["F16"], out_dir=tmp_path / "f16", n_threads=1)
+    sources = {"f32": tiny_gguf, "f16": f16.path}
+    sha = {k: sha256_file(p) for k, p in sources.items()}
+    built = {k: build_ladder(store, _local(p), ["Q8_0"], n_threads=1)[0] for k, p in sources.items()}
+    assert [built[k].status for k in sources] == ["built", "built"]
+    folder = config.models_dir() / "ladders" / "tiny-llama"
+    assert built["f32"].path == folder / f"tiny-llama.Q8_0.{sha['f32'][:8]}.gguf"
+    assert built["f16"].path == folder / f"tiny-llama.Q8_0.{sha['f16'][:8]}.gguf"
+    assert built["f32"].path.read_bytes() != built["f16"].path.read_bytes()
+    for k in sources:
+        row = store.get("models", built[k].model_id)
+        assert row["base_model_id"] == sha[k] and row["path"] == str(built[k].path)
+        assert built[k].model_id == sha256_file(built[k].path)
+    # the run records the source's sha256 it quantized
+    configs = [json.loads(r["config"]) for r in store.query("select config from runs where kind = 'quantize' "
+                                                             "order by started_at")]
+    assert [c["src_sha256"] for c in configs] == [sha["f32"], sha["f32"], sha["f16"]]
+    # running a ladder again reuses its own file only
+    n_runs = len(configs)
+    for k in sources:
+        (again,) = build_ladder(store, _local(sources[k]), ["Q8_0"], n_threads=1)
+        assert (again.status, again.path, again.model_id) == ("exists", built[k].path, built[k].model_id)
+        assert store.get("models", again.model_id)["base_model_id"] == sha[k]
+    assert store.query("select count(*) as n from runs where kind = 'quantize'")[0]["n"] == n_runs
+    # a file at a ladder's path that the store links to another source is neither reused nor overwritten
+    out = tmp_path / "shared"
+    (mine,) = build_ladder(store, _local(tiny_gguf), ["Q4_0"], out_dir=out, n_threads=1)
+    before = mine.path.read_bytes()
+    from lab.library import register
+
+    register(store, mine.path, source="ladder", base_model_id=sha["f16"])
+    (clash,) = build_ladder(store, _local(tiny_gguf), ["Q4_0"], out_dir=out, n_threads=1)
+    assert clash.status == "failed" and clash.model_id is None
+    assert clash.error == (f"{mine.path.name} was built from another source (sha256 {sha['f16'][:12]}); "
+                           "rebuild it with --force or choose another --out")
+    assert mine.path.read_bytes() == before
+
+
 def test_refuses_to_overwrite_its_source(tiny_gguf: Path, store, tmp_path: Path) -> None:
-    src = tmp_path / "x.Q4_0.gguf"
+    from lab.library import sha256_file
+
+    src = tmp_path / f"x.Q4_0.{sha256_file(tiny_gguf)[:8]}.gguf"  # the name its own Q4_0 rung would take
     src.write_bytes(tiny_gguf.read_bytes())
     with pytest.raises(LabError, match="would overwrite its source"):
         build_ladder(store, _local(src), ["Q4_0"], out_dir=tmp_path, n_threads=1)

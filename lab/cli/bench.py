@@ -83,7 +83,10 @@ CHAT_COLUMNS = [
     Column("n_generated", "tokens"),
     Column("ts", "t/s"),
     Column("peak_rss_bytes", "peak RSS", human_bytes),
+    Column("chat_template", "chat template", align="left"),
 ]
+# csv has one header for every row: the chat test's template rides at the end (empty elsewhere)
+CSV_COLUMNS = [*BENCH_COLUMNS, CHAT_COLUMNS[-1]]
 
 
 RSS_MARK = "*"
@@ -223,6 +226,7 @@ def bench(models: tuple[str, ...], n_prompt: list[int], n_gen: list[int], pg: li
     runs in its own engine process under the monitor; every figure is stored as it arrives.
     """
     from lab.bench import BenchOptions, plan, run_bench
+    from lab.engine.protocol import FALLBACK_TEMPLATE, fallback_warning
 
     options = BenchOptions(
         models=list(models), n_prompt=n_prompt, n_gen=n_gen, pg=pg, n_depth=n_depth,
@@ -236,10 +240,17 @@ def bench(models: tuple[str, ...], n_prompt: list[int], n_gen: list[int], pg: li
     progress = _Progress(sys.stderr.isatty())
     printer = _RowPrinter(fmt)
 
+    warned: set[str] = set()
+
     def on_event(event: dict[str, Any]) -> None:
         progress(event)
         if event["event"] == "result":
             printer.add(event["row"])
+            name = event["row"]["model_filename"]
+            if event["row"].get("chat_template") == FALLBACK_TEMPLATE and name not in warned:
+                warned.add(name)
+                progress.clear()
+                click.echo(fallback_warning(name), err=True)
         elif event["event"] == "loaded" and event.get("repack_warning"):
             click.echo(f"warning: {event['repack_warning']}", err=True)
         elif event["event"] == "run_end" and event["status"] == "failed":
@@ -272,8 +283,8 @@ class _RowPrinter:
             self._stream_table_row(row)
         elif self.fmt == "csv":
             if len(self.rows) == 1:
-                click.echo(",".join(c.key for c in BENCH_COLUMNS))
-            click.echo(",".join("" if row.get(c.key) is None else str(row.get(c.key)).replace(",", ";") for c in BENCH_COLUMNS))
+                click.echo(",".join(c.key for c in CSV_COLUMNS))
+            click.echo(",".join("" if row.get(c.key) is None else str(row.get(c.key)).replace(",", ";") for c in CSV_COLUMNS))
 
     def _stream_table_row(self, row: dict[str, Any]) -> None:
         cols = self._columns()

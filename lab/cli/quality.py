@@ -72,7 +72,7 @@ LADDER_COLUMNS = [
 @click.option("--types", default=None,
               help="Comma list of quantization types (default: F16,Q8_0,Q6_K,Q5_K_M,Q5_1,Q4_K_M,Q4_0,Q3_K_M,Q2_K).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for the files (default: <models dir>/ladders/<model>).")
+              help="Folder for the files (default: <models dir>/ladders/<model stem>).")
 @click.option("-t", "--threads", type=int, default=None, help="Quantizer threads (default: physical cores).")
 @click.option("--force", is_flag=True, help="Rebuild files that already exist.")
 @format_option()
@@ -223,6 +223,7 @@ EVAL_COLUMNS = [
     Column("n_error", "errors"),
     Column("latency_p50_ms", "p50 ms", lambda v: f"{v:.0f}"),
     Column("latency_p95_ms", "p95 ms", lambda v: f"{v:.0f}"),
+    Column("chat_template", "chat template", align="left"),
 ]
 
 ITEM_COLUMNS = [
@@ -294,6 +295,10 @@ def eval_(models: tuple[str, ...], suite: str, constraint: str, max_tokens: int,
             click.echo(render_table(r["items"], ITEM_COLUMNS))
             click.echo()
     emit(runs, EVAL_COLUMNS, fmt, json_rows=json_rows)
+    from lab.engine.protocol import FALLBACK_TEMPLATE, fallback_warning
+
+    for name in dict.fromkeys(r["model_filename"] for r in runs if r.get("chat_template") == FALLBACK_TEMPLATE):
+        click.echo(fallback_warning(name), err=True)
     if any(r.get("status") == "failed" for r in runs):
         raise SystemExit(1)
 

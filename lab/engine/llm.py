@@ -153,28 +153,59 @@ class Model:
     def apply_chat_template(self, messages: Sequence[dict[str, str]], *, add_assistant: bool = True) -> str:
         """Render messages with the model's own template (llama.cpp's built-in renderer).
 
-        Models without a template get a plain "role: content" rendering, which is said in the
-        result (``chat_template`` False) rather than hidden.
+        Models without a template get a plain "role: content" rendering; ``chat_template_used``
+        says which of the two a run got, so it is recorded rather than hidden.
         """
-        L = lib()
-        tmpl = L.llama_model_chat_template(self.ptr, None)
+        tmpl = lib().llama_model_chat_template(self.ptr, None)
         if not tmpl:
             body = "\n".join(f"{m['role']}: {m['content']}" for m in messages)
             return body + ("\nassistant:" if add_assistant else "")
-        keep = [(m["role"].encode(), m["content"].encode()) for m in messages]
-        arr = (L.llama_chat_message * len(keep))()
-        for i, (role, content) in enumerate(keep):
-            arr[i].role = role
-            arr[i].content = content
-        size = sum(len(r) + len(c) for r, c in keep) * 2 + 256
-        buf = ctypes.create_string_buffer(size)
-        n = L.llama_chat_apply_template(tmpl, arr, len(keep), add_assistant, buf, size)
-        if n > size:
-            buf = ctypes.create_string_buffer(n)
-            n = L.llama_chat_apply_template(tmpl, arr, len(keep), add_assistant, buf, n)
-        if n < 0:
+        text = _render_chat(tmpl, messages, add_assistant)
+        if text is None:
             raise ModelError("llama.cpp cannot render this model's chat template")
-        return buf.raw[:n].decode("utf-8", "replace")
+        return text
+
+    def chat_template_used(self) -> str:
+        """The template ``apply_chat_template`` renders with, as recorded beside a chat result:
+        ``"model:<name>"`` (the model's own template, which llama.cpp renders as its built-in
+        ``<name>``: the first built-in that renders a probe conversation identically),
+        ``"model"`` (the model's template matches no built-in by that probe) or
+        ``FALLBACK_TEMPLATE`` (the model has none: plain "role: content" lines)."""
+        from lab.engine.protocol import FALLBACK_TEMPLATE
+
+        L = lib()
+        tmpl = L.llama_model_chat_template(self.ptr, None)
+        if not tmpl:
+            return FALLBACK_TEMPLATE
+        own = _render_chat(tmpl, _PROBE_CHAT, True)
+        names = (ctypes.c_char_p * 128)()
+        for i in range(min(int(L.llama_chat_builtin_templates(names, len(names))), len(names))):
+            if own is not None and _render_chat(names[i], _PROBE_CHAT, True) == own:
+                return f"model:{names[i].decode()}"
+        return "model"
+
+
+# Two turns with a system message: enough to tell llama.cpp's built-in chat formats apart.
+_PROBE_CHAT = ({"role": "system", "content": "S"}, {"role": "user", "content": "U1"},
+               {"role": "assistant", "content": "A1"}, {"role": "user", "content": "U2"})
+
+
+def _render_chat(tmpl: bytes, messages: Sequence[dict[str, str]], add_assistant: bool) -> str | None:
+    """``llama_chat_apply_template`` with a template string or a built-in's name; None when
+    llama.cpp cannot render it."""
+    L = lib()
+    keep = [(m["role"].encode(), m["content"].encode()) for m in messages]
+    arr = (L.llama_chat_message * len(keep))()
+    for i, (role, content) in enumerate(keep):
+        arr[i].role = role
+        arr[i].content = content
+    size = sum(len(r) + len(c) for r, c in keep) * 2 + 256
+    buf = ctypes.create_string_buffer(size)
+    n = L.llama_chat_apply_template(tmpl, arr, len(keep), add_assistant, buf, size)
+    if n > size:
+        buf = ctypes.create_string_buffer(n)
+        n = L.llama_chat_apply_template(tmpl, arr, len(keep), add_assistant, buf, n)
+    return None if n < 0 else buf.raw[:n].decode("utf-8", "replace")
 
 
 class Context:

@@ -100,6 +100,17 @@ class ChatPrompt:
     id: str | None = None
 
 
+# Recorded as a run's chat template when the model has none and its chat prompts were rendered
+# as plain "role: content" lines: the figures then do not describe the model as it is served.
+FALLBACK_TEMPLATE = "fallback"
+
+
+def fallback_warning(model_filename: str) -> str:
+    """The one sentence a face prints when a run's chat prompts used the fallback template."""
+    return (f"warning: {model_filename} has no chat template; its chat prompts were sent as plain "
+            "\"role: content\" lines, not as the model expects them")
+
+
 @dataclass
 class BenchJob:
     """Everything one child runs against one loaded model."""

@@ -222,7 +222,8 @@ class Bench:
             ts = (len(result["gaps_ns"]) * 1e9 / gen_ns) if gen_ns else None
             self.emit(protocol.REP, index=index, rep=rep, ns=result["e2e_ns"], ts=ts,
                       ttft_ns=result["ttft_ns"], n_generated=result["n_generated"])
-        return {"chat": per_prompt, "n_ctx": ctx.n_ctx, **self.allocated()}
+        return {"chat": per_prompt, "n_ctx": ctx.n_ctx, "chat_template": model.chat_template_used(),
+                **self.allocated()}
 
 
 def _malloc_trim() -> None:

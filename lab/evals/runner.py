@@ -104,7 +104,8 @@ def run_eval_job(payload: dict[str, Any], emit: Callable[..., None]) -> None:
                                        "(its log says where)") from None
         emit(protocol.LOADED, load_ms=(time.perf_counter() - t0) * 1000, desc=model.desc, n_ctx=n_ctx,
              model_size=model.size, n_params=model.n_params, peak_rss_bytes=peak_rss_bytes(),
-             chat_template=model.chat_template() is not None)
+             chat_template=model.chat_template_used() if any(it.get("messages") is not None for it in items)
+             else None)
         for it, prompt in zip(items, prompts):
             emit(protocol.PROGRESS, stage="item_start", index=it["index"])
             max_tokens = int(it.get("max_tokens") or default_max)
@@ -244,7 +245,7 @@ def _eval_one(store: "Store", suite: "Suite", items: list["Item"], model: Any, m
     from lab.engine.runner import run_child
     from lab.evals.stats import summarize
     from lab.ids import new_id
-    from lab.quality import run_extra
+    from lab.provenance import run_extra
     from lab.store import now_iso
 
     apply = constrained and any(i.grammar for i in items)
@@ -258,6 +259,7 @@ def _eval_one(store: "Store", suite: "Suite", items: list["Item"], model: Any, m
     by_index = {i.index: i for i in items}
     done: dict[int, dict[str, Any]] = {}
     peak_rss: list[int] = []
+    template: list[str] = []  # what the engine rendered the items' messages with
     last_error: str | None = None
     last_log_tail: str | None = None
     status = "ok"
@@ -286,6 +288,8 @@ def _eval_one(store: "Store", suite: "Suite", items: list["Item"], model: Any, m
             kind = event.get("event")
             if kind == "loaded":
                 dog.loaded()
+                if event.get("chat_template"):
+                    template.append(event["chat_template"])
                 if event.get("peak_rss_bytes"):
                     peak_rss.append(event["peak_rss_bytes"])
             elif kind == "progress" and event.get("stage") == "item_start":
@@ -337,7 +341,7 @@ def _eval_one(store: "Store", suite: "Suite", items: list["Item"], model: Any, m
     record = {
         "id": eval_run_id, "run_id": run_id, "machine_id": machine_id, "model_id": model_row["id"],
         "model_filename": model_row["model_filename"], "suite": suite.name, "suite_sha256": suite.sha256,
-        "constrained": int(apply), "created_at": now_iso(),
+        "constrained": int(apply), "created_at": now_iso(), "chat_template": template[-1] if template else None,
         **{k: summary[k] for k in ("n_items", "n_correct", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
                                    "format_valid_rate", "n_empty", "n_timeout", "n_error", "latency_p50_ms",
                                    "latency_p95_ms")},
@@ -365,8 +369,8 @@ def run_eval(store: "Store", options: EvalOptions, *, on_event: OnEvent | None =
     loaded when the suite has a problem."""
     from lab import library
     from lab.evals.suite import load_suite
-    from lab.quality import record_machine
     from lab.hardware import default_threads
+    from lab.provenance import record_machine
 
     if options.max_tokens < 1:
         raise LabError("--max-tokens must be at least 1")
