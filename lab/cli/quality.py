@@ -255,8 +255,13 @@ def eval_(models: tuple[str, ...], suite: str, constraint: str, max_tokens: int,
           threads: int | None, n_gpu_layers: int, limit: int | None, show_items: bool, fmt: str,
           db_path: Path | None) -> None:
     """Run a task suite on MODELS: accuracy with a 95% interval, format validity, failures and
-    latency per model. Each item's output, score and timing is stored."""
-    from lab.evals.runner import EvalOptions, run_eval
+    latency per model. Each item's output, score and timing is stored.
+
+    A MODEL may be ``endpoint:NAME`` (see ``rightsizer endpoints``): the same items go to the
+    endpoint's API; a JSON-schema constraint is sent as structured output, other constraints
+    cannot be, and each item records which."""
+    from lab.evals.endpoint_runner import constraint_summary, run_evals
+    from lab.evals.runner import EvalOptions
     from lab.evals.suite import load_suite
 
     loaded = load_suite(suite)  # errors name the line before any model loads
@@ -273,13 +278,16 @@ def eval_(models: tuple[str, ...], suite: str, constraint: str, max_tokens: int,
 
     modes = {"on": [True], "off": [False], "both": [True, False]}[constraint]
     try:
-        runs = run_eval(store, EvalOptions(
+        runs = run_evals(store, EvalOptions(
             models=list(models), suite=loaded.path, constrained=modes, max_tokens=max_tokens, timeout_s=timeout,
             n_ctx=n_ctx, n_threads=threads, n_gpu_layers=n_gpu_layers, limit=limit), on_event=on_event)
     finally:
         status.clear()
     for r in runs:
         r["acc"] = _acc(r)
+        notes = constraint_summary(r["items"])  # endpoints: how each constraint was sent
+        if notes:
+            click.echo(f"note: {r['model_filename']}: {notes}", err=True)
     json_rows = [{k: v for k, v in r.items() if k != "acc" and (show_items or k != "items")} for r in runs]
     if fmt in ("table", "md") and show_items:
         from lab.cli.output import render_table
