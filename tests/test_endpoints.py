@@ -239,3 +239,27 @@ def test_a_refused_key_is_named_by_its_variable_never_shown(db: Path) -> None:
     stored = _db_bytes(db)
     for key in (SERVER_KEY, WRONG_KEY):
         assert key.encode() not in stored and key not in out.stdout + out.stderr
+
+
+def test_export_and_merge_carry_the_endpoint_a_run_names(tmp_path: Path) -> None:
+    from lab import fleet
+    from lab.endpoints import add_endpoint, remove_endpoint
+    from lab.store import Store
+
+    lab = Store(tmp_path / "lab.db")
+    lab.upsert_machine({"id": "m1", "hostname": "edge"})
+    endpoint = add_endpoint(lab, "big", url="https://api.example.com/v1", model="big-1", price_in=2.5)
+    add_endpoint(lab, "unused", url="https://other.example.com/v1", model="x")
+    lab.create_run("eval", machine_id="m1", model_id=endpoint.id, model_filename=endpoint.label, config={})
+    counts = fleet.export(lab, tmp_path / "out.db", fleet.select(lab, model="endpoint:big"))
+    assert counts["endpoints"] == 1 and counts["runs"] == 1  # only the endpoint the run names
+    fresh = Store(tmp_path / "fresh.db")
+    (report,) = fleet.merge(fresh, [tmp_path / "out.db"])
+    assert report.tables["endpoints"].added == 1
+    (row,) = fresh.query("select name, url, model, price_in_per_mtok from endpoints")
+    assert row == {"name": "big", "url": "https://api.example.com/v1", "model": "big-1", "price_in_per_mtok": 2.5}
+    # Removing it where it was measured is local: merging again is no conflict.
+    remove_endpoint(lab, "big")
+    (again,) = fleet.merge(fresh, [tmp_path / "lab.db"])
+    assert again.tables["endpoints"].conflicts == 0 and again.tables["endpoints"].present == 1
+    assert again.tables["endpoints"].added == 1  # "unused" arrives; "big" was there

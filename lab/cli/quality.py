@@ -306,5 +306,35 @@ def eval_(models: tuple[str, ...], suite: str, constraint: str, max_tokens: int,
         raise SystemExit(1)
 
 
-COMMANDS = [quality, eval_]
+@click.command("eval-compare")
+@click.argument("run_a")
+@click.argument("run_b")
+@format_option(default="table", choices=["table", "json"])
+@db_option
+def eval_compare(run_a: str, run_b: str, fmt: str, db_path: Path | None) -> None:
+    """Compare two eval runs item by item (RUN_A, RUN_B: eval or run ids, as 'results --runs'
+    shows them): the accuracy difference with its 95% interval (Newcombe's method 10 for
+    paired proportions) and the exact McNemar test, in words."""
+    import json
+
+    from lab.evals.paired import compare_runs
+
+    paired, notes = compare_runs(open_store(db_path), run_a, run_b)
+    record = dict(paired.as_dict(), **notes)
+    if fmt == "json":
+        click.echo(json.dumps(record, indent=2))
+        return
+    lo, hi = record["difference_ci95"]
+    for key, label in (("a", "A"), ("b", "B")):
+        correct = paired.both + (paired.only_a if key == "a" else paired.only_b)
+        click.echo(f"{label}: {record[key]}  accuracy {_pct(record['accuracy_' + key])} ({correct}/{paired.n})")
+    click.echo(f"difference A - B: {100 * record['difference']:+.1f} points, 95% CI "
+               f"[{100 * lo:+.1f}, {100 * hi:+.1f}] (Newcombe method 10, paired)")
+    click.echo(f"verdict: {paired.verdict()}")
+    if not notes["same_suite_file"] or notes["unmatched_items"]:
+        click.echo(f"note: the runs used different suite files; {notes['unmatched_items']} items are in one run "
+                   "only and are left out", err=True)
+
+
+COMMANDS = [quality, eval_, eval_compare]
 MODEL_COMMANDS = [ladder]
