@@ -52,6 +52,9 @@ _MACHINE_COLUMNS: dict[str, Any] = {
     "gpu_info": str, "gpu_count": int, "vram_bytes": int, "backends": str,
     "build_commit": str, "llama_cpp_version": str, "python_version": str,
     "lab_version": str, "system_info": str, "gpu_offload": int, "first_seen": str,
+    # Cost settings the user gives once per machine (``rightsizer machine set``).
+    "price_usd": float, "lifetime_years": float, "utilization": float, "power_usd_per_kwh": float,
+    "watts": float,
 }
 
 _MODEL_COLUMNS: dict[str, Any] = {

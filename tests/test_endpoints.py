@@ -133,6 +133,17 @@ def test_eval_on_the_demo_suite_stores_items_and_constraint_notes(db: Path) -> N
     (stored,) = _rows(db, "select * from runs where id = ?", (run["run_id"],))
     assert stored["status"] == "ok" and stored["model_id"] == endpoint_id and stored["kind"] == "eval"
     assert SERVER_KEY.encode() not in _db_bytes(db) and SERVER_KEY not in out.stdout + out.stderr
+    # Its cost: the endpoint's prices (0.15 in, 0.60 out per 1M) on the tokens the API counted.
+    from lab.cost import eval_run_cost
+    from lab.store import Store
+
+    store = Store(db)
+    cost = eval_run_cost(store, run["id"])
+    store.close()
+    n_in, n_out = sum(i["n_prompt_tokens"] for i in items), sum(i["n_tokens"] for i in items)
+    assert (cost["n_prompt_tokens"], cost["n_generated"]) == (n_in, n_out)
+    assert cost["usd"] == pytest.approx((n_in * 0.15 + n_out * 0.60) / 1e6)
+    assert cost["usd_per_mtok"] == pytest.approx(cost["usd"] / n_out * 1e6)
 
 
 def test_grammar_constraints_run_unconstrained_and_say_so(server: str, tmp_path: Path) -> None:
