@@ -160,6 +160,9 @@ def test_grammar_constraints_run_unconstrained_and_say_so(server: str, tmp_path:
          "constraint": {"gbnf": 'root ::= "yes"'}, "max_tokens": 3},
         {"id": "json", "prompt": "Reply with a JSON object.", "scorer": "contains", "expected": "{",
          "constraint": "json", "max_tokens": 6},
+        # Longer than the server's 512-token context: the API refuses it (400); the next item still runs.
+        {"id": "long", "prompt": "word " * 700, "scorer": "contains", "expected": "x", "max_tokens": 3},
+        {"id": "after", "prompt": "Say hi.", "scorer": "contains", "expected": "hi", "max_tokens": 3},
     ]) + "\n")
     store = Store(tmp_path / "lab.db")
     os.environ["SRV_KEY_T"] = SERVER_KEY
@@ -172,11 +175,14 @@ def test_grammar_constraints_run_unconstrained_and_say_so(server: str, tmp_path:
     assert notes == {
         "pick": "not sent: a choices grammar cannot be sent to an endpoint; ran unconstrained",
         "gbnf": "not sent: a GBNF grammar cannot be sent to an endpoint; ran unconstrained",
-        "json": "sent as response_format json_object (JSON mode)",
+        "json": "sent as response_format json_object (JSON mode)", "long": None, "after": None,
     }
     by_id = {i["item_id"]: i for i in run["items"]}
     assert by_id["json"]["output"].lstrip().startswith("{")  # JSON mode held
-    assert all(i["status"] == "ok" for i in run["items"])
+    assert [i["status"] for i in run["items"]] == ["ok", "ok", "ok", "error", "ok"]
+    assert by_id["long"]["error"].startswith(f"endpoint srv ({server}) answered with a refusal (400): "
+                                             "This model's maximum context length is 512 tokens.")
+    assert run["n_error"] == 1 and run["status"] == "ok"
     stored = store.query("select item_id, constraint_note from eval_items order by item_index")
     assert {r["item_id"]: r["constraint_note"] for r in stored} == notes
 
