@@ -333,22 +333,7 @@ class _RunRecorder:
         }
         if test.kind == "chat":
             chats = end.get("chat") or []
-            gaps_ms = [g / 1e6 for c in chats for g in c["gaps_ns"]]
-            speeds = [len(c["gaps_ns"]) * 1e9 / sum(c["gaps_ns"]) for c in chats if sum(c["gaps_ns"]) > 0]
-            e2e = [c["e2e_ns"] for c in chats]
-            from lab.stats import cv as _cv, mean, stddev
-
-            row.update(
-                repetitions=len(chats), samples_ns=e2e, samples_ts=speeds,
-                avg_ns=mean([float(x) for x in e2e]), stddev_ns=stddev([float(x) for x in e2e]),
-                avg_ts=mean(speeds), stddev_ts=stddev(speeds), cv=_cv(speeds),
-                ttft_ms=mean([c["ttft_ns"] / 1e6 for c in chats]),
-                itl_p50_ms=percentile(gaps_ms, 50), itl_p95_ms=percentile(gaps_ms, 95),
-                itl_p99_ms=percentile(gaps_ms, 99), e2e_ms=mean([x / 1e6 for x in e2e]),
-                n_generated=sum(c["n_generated"] for c in chats),
-                n_prompt_tokens=sum(c["n_prompt_tokens"] for c in chats), n_prompts=len(chats),
-                chat_template=end.get("chat_template"),
-            )
+            row.update(chat_figures(chats), chat_template=end.get("chat_template"))
             rep_tokens = [int(c["n_generated"]) for c in chats]
         else:
             stats = speed_stats(end["samples_ns"], test.n_tokens)
@@ -381,6 +366,31 @@ class _RunRecorder:
             "energy_samples_j": json.dumps(figures.per_rep_j) if figures.per_rep_j is not None else None,
             "j_per_token": figures.energy_j / tokens if figures.energy_j is not None and tokens else None,
         }
+
+
+def chat_figures(chats: list[dict[str, Any]]) -> dict[str, Any]:
+    """A ``chat`` result's figures from each prompt's timing (``ttft_ns``, ``gaps_ns``,
+    ``e2e_ns``, ``n_generated``, ``n_prompt_tokens``; ``ts`` when the source counts tokens
+    apart from the gaps, as a streamed endpoint does)."""
+    from lab.stats import cv as _cv, mean, stddev
+
+    gaps_ms = [g / 1e6 for c in chats for g in c["gaps_ns"]]
+    speeds = [c["ts"] if "ts" in c else len(c["gaps_ns"]) * 1e9 / sum(c["gaps_ns"])
+              for c in chats if sum(c["gaps_ns"]) > 0]
+    speeds = [s for s in speeds if s is not None]
+    e2e = [c["e2e_ns"] for c in chats]
+    prompt_tokens = [c["n_prompt_tokens"] for c in chats]
+    return dict(
+        repetitions=len(chats), samples_ns=e2e, samples_ts=speeds,
+        avg_ns=mean([float(x) for x in e2e]), stddev_ns=stddev([float(x) for x in e2e]),
+        avg_ts=mean(speeds), stddev_ts=stddev(speeds), cv=_cv(speeds),
+        ttft_ms=mean([c["ttft_ns"] / 1e6 for c in chats]),
+        itl_p50_ms=percentile(gaps_ms, 50), itl_p95_ms=percentile(gaps_ms, 95),
+        itl_p99_ms=percentile(gaps_ms, 99), e2e_ms=mean([x / 1e6 for x in e2e]),
+        n_generated=sum(c["n_generated"] for c in chats),
+        # None when a source did not count them (an endpoint that reports no usage).
+        n_prompt_tokens=sum(prompt_tokens) if None not in prompt_tokens else None, n_prompts=len(chats),
+    )
 
 
 def run_bench(options: BenchOptions, store: Any, *, on_event: OnEvent | None = None,

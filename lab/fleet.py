@@ -9,7 +9,7 @@ Merge rules (the union stays plain and idempotent because every id is globally u
 * A measurement row (runs, results, samples, quality, eval rows) already in the target is never
   changed: if any value differs, NULL included, the source's row is skipped and reported as a
   conflict (table, key, the columns that differ).
-* A machine or model row describes the same hardware or the same file under the same key, so a
+* A machine, model or endpoint row describes the same hardware, file or endpoint under the same key, so a
   NULL in the target ("not known there") is filled from the source and counted as ``filled``;
   differing non-NULL values are a conflict and the target's row is kept. Columns that describe
   one database rather than the machine or file (``first_seen``, a model's ``path`` and
@@ -37,8 +37,9 @@ from lab.store import TABLES, Store, open_read_only
 # Exit status of ``rightsizer merge`` when rows were skipped because they differ.
 CONFLICT_EXIT = 3
 
-_LOCAL_COLUMNS: dict[str, set[str]] = {"machines": {"first_seen"}, "models": {"path", "added_at"}}
-_DESCRIPTIVE = {"machines", "models"}
+_LOCAL_COLUMNS: dict[str, set[str]] = {"machines": {"first_seen"}, "models": {"path", "added_at"},
+                                       "endpoints": {"added_at", "removed_at"}}
+_DESCRIPTIVE = {"machines", "models", "endpoints"}
 _CHUNK = 500  # ids per "in (...)" query: under SQLite's host-parameter limit
 DB_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
@@ -335,6 +336,8 @@ def select(store: Store, *, model: str | None = None, machine: str | None = None
         models.update((m["id"], m) for m in found)
         model_ids = {m.get("base_model_id") for m in found} - set(models) - {None}
     rows["models"] = list(models.values())
+    # Runs against an endpoint name its id in model_id.
+    rows["endpoints"] = _where_in(store, "endpoints", "id", (r.get("model_id") for r in measured))
     columns = {t: _columns(store.db.conn, t) for t in TABLES}
     return Selection(columns=columns, rows={t: rows[t] for t in TABLES})
 

@@ -10,6 +10,9 @@ Column names follow llama-bench wherever the meaning is the same (``model_filena
 * ``samples``   the monitor's time series per run
 * ``quality``   perplexity / KL-divergence of a model against a reference
 * ``eval_runs`` / ``eval_items``  task-suite summaries and per-item outputs
+* ``endpoints`` OpenAI-compatible endpoints by name: URL, model id, prices (never an API key).
+  A run against one has ``model_id`` = the endpoint's id and ``model_filename`` =
+  ``endpoint:NAME``; ``rm`` only marks the row removed, so its runs keep their identity
 
 Keys of runs and results are UUIDs, so databases from many machines merge without collisions.
 The database is in WAL mode, and its schema version is stored in ``meta`` and migrated forward.
@@ -33,7 +36,7 @@ if TYPE_CHECKING:
     # paint should not wait for (``check_database`` needs only sqlite3).
     import sqlite_utils
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def now_iso() -> str:
@@ -49,6 +52,9 @@ _MACHINE_COLUMNS: dict[str, Any] = {
     "gpu_info": str, "gpu_count": int, "vram_bytes": int, "backends": str,
     "build_commit": str, "llama_cpp_version": str, "python_version": str,
     "lab_version": str, "system_info": str, "gpu_offload": int, "first_seen": str,
+    # Cost settings the user gives once per machine (``rightsizer machine set``).
+    "price_usd": float, "lifetime_years": float, "utilization": float, "power_usd_per_kwh": float,
+    "watts": float,
 }
 
 _MODEL_COLUMNS: dict[str, Any] = {
@@ -118,6 +124,15 @@ _EVAL_ITEM_COLUMNS: dict[str, Any] = {
     "item_index": int, "item_id": str, "input": str, "expected": str, "output": str,
     "scorer": str, "score": float, "correct": int, "format_valid": int, "status": str,
     "error": str, "latency_ms": float, "n_tokens": int,
+    # Endpoint evals: how the item's constraint was sent (or why it was not), and the prompt
+    # tokens the API counted (for cost).
+    "constraint_note": str, "n_prompt_tokens": int,
+}
+
+_ENDPOINT_COLUMNS: dict[str, Any] = {
+    "id": str, "name": str, "url": str, "model": str,
+    "api_key_env": str,  # the NAME of the environment variable holding the key, never the key
+    "price_in_per_mtok": float, "price_out_per_mtok": float, "added_at": str, "removed_at": str,
 }
 
 
@@ -152,7 +167,7 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
 # made before it through ``_add_declared_columns`` (a new column is always nullable, so NULL
 # stays "not measured" in old rows).
 _DECLARED: dict[str, dict[str, Any]] = {
-    "machines": _MACHINE_COLUMNS, "models": _MODEL_COLUMNS, "runs": _RUN_COLUMNS,
+    "machines": _MACHINE_COLUMNS, "models": _MODEL_COLUMNS, "endpoints": _ENDPOINT_COLUMNS, "runs": _RUN_COLUMNS,
     "results": _RESULT_COLUMNS, "samples": _SAMPLE_COLUMNS, "quality": _QUALITY_COLUMNS,
     "eval_runs": _EVAL_RUN_COLUMNS, "eval_items": _EVAL_ITEM_COLUMNS,
 }
@@ -180,8 +195,13 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
     _add_declared_columns(db)
 
 
+def _migrate_3(db: sqlite_utils.Database) -> None:
+    db["endpoints"].create(_ENDPOINT_COLUMNS, pk="id", if_not_exists=True)
+    db["endpoints"].create_index(["name"], if_not_exists=True)
+
+
 # Append only: migration N brings a database from version N-1 to N.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1, _migrate_2]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1, _migrate_2, _migrate_3]
 
 
 class StoreError(LabError):

@@ -222,20 +222,28 @@ def bench(models: tuple[str, ...], n_prompt: list[int], n_gen: list[int], pg: li
           timeout: float | None, label: str | None, fmt: str, db_path: Path | None) -> None:
     """Benchmark MODELS (paths, library names or 'demo') with llama-bench's tests.
 
+    ``endpoint:NAME`` (see ``rightsizer endpoints``) runs the chat test through the endpoint's
+    streaming API: TTFT, inter-token latency and t/s from the stream's own timing.
+
     Every option takes a comma list; the run covers the cartesian product. Each model instance
     runs in its own engine process under the monitor; every figure is stored as it arrives.
     """
     from lab.bench import BenchOptions, plan, run_bench
+    from lab.endpoints import endpoint_name
     from lab.engine.protocol import FALLBACK_TEMPLATE, fallback_warning
 
+    remote = [m for m in models if endpoint_name(m)]
+    if remote and not chat:
+        raise click.UsageError(f"{remote[0]} is an endpoint: it has the chat test only; add --chat")
+    local = [m for m in models if not endpoint_name(m)]
     options = BenchOptions(
-        models=list(models), n_prompt=n_prompt, n_gen=n_gen, pg=pg, n_depth=n_depth,
+        models=local, n_prompt=n_prompt, n_gen=n_gen, pg=pg, n_depth=n_depth,
         repetitions=repetitions, threads=threads or [], n_gpu_layers=n_gpu_layers, n_batch=batch_size,
         n_ubatch=ubatch_size, flash_attn=flash_attn, type_k=cache_type_k, type_v=cache_type_v, mmap=mmap,
         repack=repack, chat=chat, prompts_file=prompts_file, chat_max_tokens=chat_max_tokens,
         warmup=not no_warmup, force=force, timeout=timeout, label=label,
     )
-    plans = plan(options)
+    plans = plan(options) if local else []
     store = open_store(db_path)
     progress = _Progress(sys.stderr.isatty())
     printer = _RowPrinter(fmt)
@@ -257,13 +265,26 @@ def bench(models: tuple[str, ...], n_prompt: list[int], n_gen: list[int], pg: li
             click.echo(f"error: run {short_id(event['run_id'])} failed: {event['error']}", err=True)
 
     try:
-        outcome = run_bench(options, store, on_event=on_event, plans=plans)
+        outcome = run_bench(options, store, on_event=on_event, plans=plans) if local else None
+        remote_runs = _bench_endpoints(store, remote, options, on_event)
     finally:
         progress.clear()
         printer.finish(store)
-    click.echo(f"stored {len(outcome.results)} results in {store.path} (run {', '.join(short_id(r) for r in outcome.run_ids)})", err=True)
-    if outcome.status != "ok":
+    run_ids = (outcome.run_ids if outcome else []) + [r["run_id"] for r in remote_runs]
+    n_results = (len(outcome.results) if outcome else 0) + sum(1 for r in remote_runs if r["row"])
+    click.echo(f"stored {n_results} results in {store.path} (run {', '.join(short_id(r) for r in run_ids)})", err=True)
+    if (outcome and outcome.status != "ok") or any(r["status"] != "ok" for r in remote_runs):
         raise SystemExit(1)
+
+
+def _bench_endpoints(store: Any, names: list[str], options: Any, on_event: Any) -> list[dict[str, Any]]:
+    """The chat test of each ``endpoint:NAME``, streamed through its API."""
+    from lab.endpoints import endpoint_name, get_endpoint, run_chat_bench
+
+    endpoints = [get_endpoint(store, endpoint_name(n) or "") for n in names]  # unknown names fail first
+    return [run_chat_bench(store, e, prompts_file=options.prompts_file, max_tokens=options.chat_max_tokens,
+                           warmup=options.warmup, timeout_s=options.timeout or 60.0, label=options.label,
+                           on_event=on_event) for e in endpoints]
 
 
 class _RowPrinter:

@@ -256,8 +256,13 @@ def eval_(models: tuple[str, ...], suite: str, constraint: str, max_tokens: int,
           threads: int | None, n_gpu_layers: int, limit: int | None, show_items: bool, fmt: str,
           db_path: Path | None) -> None:
     """Run a task suite on MODELS: accuracy with a 95% interval, format validity, failures and
-    latency per model. Each item's output, score and timing is stored."""
-    from lab.evals.runner import EvalOptions, run_eval
+    latency per model. Each item's output, score and timing is stored.
+
+    A MODEL may be ``endpoint:NAME`` (see ``rightsizer endpoints``): the same items go to the
+    endpoint's API; a JSON-schema constraint is sent as structured output, other constraints
+    cannot be, and each item records which."""
+    from lab.evals.endpoint_runner import constraint_summary, run_evals
+    from lab.evals.runner import EvalOptions
     from lab.evals.suite import load_suite
 
     loaded = load_suite(suite)  # errors name the line before any model loads
@@ -274,13 +279,16 @@ def eval_(models: tuple[str, ...], suite: str, constraint: str, max_tokens: int,
 
     modes = {"on": [True], "off": [False], "both": [True, False]}[constraint]
     try:
-        runs = run_eval(store, EvalOptions(
+        runs = run_evals(store, EvalOptions(
             models=list(models), suite=loaded.path, constrained=modes, max_tokens=max_tokens, timeout_s=timeout,
             n_ctx=n_ctx, n_threads=threads, n_gpu_layers=n_gpu_layers, limit=limit), on_event=on_event)
     finally:
         status.clear()
     for r in runs:
         r["acc"] = _acc(r)
+        notes = constraint_summary(r["items"])  # endpoints: how each constraint was sent
+        if notes:
+            click.echo(f"note: {r['model_filename']}: {notes}", err=True)
     json_rows = [{k: v for k, v in r.items() if k != "acc" and (show_items or k != "items")} for r in runs]
     if fmt in ("table", "md") and show_items:
         from lab.cli.output import render_table
@@ -303,5 +311,35 @@ def eval_(models: tuple[str, ...], suite: str, constraint: str, max_tokens: int,
         raise SystemExit(1)
 
 
-COMMANDS = [quality, eval_]
+@click.command("eval-compare")
+@click.argument("run_a")
+@click.argument("run_b")
+@format_option(default="table", choices=["table", "json"])
+@db_option
+def eval_compare(run_a: str, run_b: str, fmt: str, db_path: Path | None) -> None:
+    """Compare two eval runs item by item (RUN_A, RUN_B: eval or run ids, as 'results --runs'
+    shows them): the accuracy difference with its 95% interval (Newcombe's method 10 for
+    paired proportions) and the exact McNemar test, in words."""
+    import json
+
+    from lab.evals.paired import compare_runs
+
+    paired, notes = compare_runs(open_store(db_path), run_a, run_b)
+    record = dict(paired.as_dict(), **notes)
+    if fmt == "json":
+        click.echo(json.dumps(record, indent=2))
+        return
+    lo, hi = record["difference_ci95"]
+    for key, label in (("a", "A"), ("b", "B")):
+        correct = paired.both + (paired.only_a if key == "a" else paired.only_b)
+        click.echo(f"{label}: {record[key]}  accuracy {_pct(record['accuracy_' + key])} ({correct}/{paired.n})")
+    click.echo(f"difference A - B: {100 * record['difference']:+.1f} points, 95% CI "
+               f"[{100 * lo:+.1f}, {100 * hi:+.1f}] (Newcombe method 10, paired)")
+    click.echo(f"verdict: {paired.verdict()}")
+    if not notes["same_suite_file"] or notes["unmatched_items"]:
+        click.echo(f"note: the runs used different suite files; {notes['unmatched_items']} items are in one run "
+                   "only and are left out", err=True)
+
+
+COMMANDS = [quality, eval_, eval_compare]
 MODEL_COMMANDS = [ladder]

@@ -57,6 +57,7 @@ class Item:
     normalize: Any = False
     constraint_kind: str | None = None  # "gbnf" or None
     grammar: str | None = None  # the GBNF text when constrained
+    constraint: Any = None  # the item's "constraint" as written (endpoints send some as JSON schema)
     max_tokens: int | None = None
 
     @property
@@ -210,7 +211,7 @@ def _item(raw: Any, index: int, line: int, path: Path) -> Item:
     return Item(index=index, line=line, id=str(item_id), scorer=scorer, expected=expected,
                 has_expected=has_expected, messages=messages, prompt=prompt, raw=raw_mode, schema=schema,
                 choices=choices, normalize=normalize, constraint_kind="gbnf" if grammar else None,
-                grammar=grammar, max_tokens=max_tokens)
+                grammar=grammar, max_tokens=max_tokens, constraint=constraint)
 
 
 def load_suite(arg: str | Path) -> Suite:
