@@ -91,7 +91,8 @@ def test_llama_cpp_build_is_read_from_the_library() -> None:
     if info["build_commit"] is not None:
         assert int(info["build_commit"].split("-")[0], 16) >= 0
     assert fp["build_commit"] == info["build_commit"]
-    assert "llama_cpp" not in sys.modules  # this process asked an engine child
+    # (that this process never loads llama.cpp to answer is checked in a fresh process, by
+    # test_the_parent_never_maps_llama_cpp: other tests in this one may have imported it)
 
 
 def test_build_info_is_cached_per_llama_cpp_python_install(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -75,7 +75,7 @@ async def test_ladder_opens_with_every_quant_largest_first(make_app) -> None:
         assert _column(table, "pp") == ["n/a", "452.3", "n/a"]
         assert _column(table, "tg") == ["n/a", "121.4", "n/a"]
         # the largest peak RSS of the two tests shown (not the whole run's, which spans every test)
-        assert _column(table, "rss") == ["n/a", "174.00 MiB", "n/a"]
+        assert _column(table, "rss") == ["n/a", "172.00 MiB", "n/a"]
         # the newest quality row (m-q8 was measured twice), none for the reference itself
         assert _column(table, "kld") == ["n/a", "0.0021", "0.0874"]
         assert _column(table, "kld_p99") == ["n/a", "0.0195", "0.7412"]
@@ -143,7 +143,7 @@ def test_row_marks_name_the_base_the_reference_and_the_front() -> None:
     q8 = {"model_id": "q8", "is_base": False, "file_type": "Q8_0", "kld_mean": 0.0038, "n_fallback": 1}
     assert [str(row_cells(r, {"q8"}, "f16")[0]) for r in (base, ref, q8)] == ["base", "ref", "front"]
     cells = [str(c) for c in row_cells(q8, set(), "f16")]
-    assert cells[0] == "" and cells[6] == "0.0038" and cells[12] == "1" and cells[3] == "n/a"
+    assert cells[0] == "" and cells[7] == "0.0038" and cells[13] == "1" and cells[3] == "n/a" and cells[6] == "n/a"
 
 
 async def test_ladder_fits_120_columns(make_app) -> None:
