@@ -320,8 +320,6 @@ def eval_compare(run_a: str, run_b: str, fmt: str, db_path: Path | None) -> None
     """Compare two eval runs item by item (RUN_A, RUN_B: eval or run ids, as 'results --runs'
     shows them): the accuracy difference with its 95% interval (Newcombe's method 10 for
     paired proportions) and the exact McNemar test, in words."""
-    import json
-
     from lab.evals.paired import compare_runs
 
     paired, notes = compare_runs(open_store(db_path), run_a, run_b)
