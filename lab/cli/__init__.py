@@ -39,9 +39,9 @@ def cli(ctx: click.Context, db_path: Path | None) -> None:
 
 
 def _register() -> None:
-    from lab.cli import bench, doctor, fleet, hub, models, quality, report, tui
+    from lab.cli import bench, doctor, fleet, hub, models, plan, quality, report, tui
 
-    for module in (bench, models, tui, doctor, hub, quality, report, fleet):
+    for module in (bench, models, tui, doctor, hub, quality, report, fleet, plan):
         for command in getattr(module, "COMMANDS", []):
             cli.add_command(command)
         for command in getattr(module, "MODEL_COMMANDS", []):
