@@ -11,6 +11,7 @@ Every problem is a :class:`PlanError` naming the key, and the line where the fil
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,8 +217,9 @@ def _as_text(value: Any) -> str:
 
 
 def _local(folder: Path, text: str) -> Path:
+    # normpath, not resolve(): a Hugging Face snapshot file is a link whose name matters
     path = Path(text).expanduser()
-    return path if path.is_absolute() else (folder / path)
+    return Path(os.path.normpath(path if path.is_absolute() else folder / path))
 
 
 def _model(c: _Checker, table: str, index: int | None, data: Any, folder: Path) -> ModelEntry | None:
@@ -289,7 +291,8 @@ def _quality(c: _Checker, data: Any, folder: Path, models: list[ModelEntry]) -> 
     if "reference" not in good:
         c.problem("quality", None, None, "needs reference = a model (a plan model's name, path or hub, or any model)")
         return None
-    ref = next((m for m in models if m.matches(good["reference"])), None)
+    ref = next((m for m in models if m.matches(good["reference"])
+                or (m.path is not None and m.path == _local(folder, good["reference"]))), None)
     if ref is None:
         looks_like_path = good["reference"].lower().endswith(".gguf") or "/" in good["reference"]
         ref = ModelEntry(path=_local(folder, good["reference"])) if looks_like_path else ModelEntry(name=good["reference"])

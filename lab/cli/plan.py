@@ -150,4 +150,30 @@ def run(plan_file: Path, fmt: str, db_path: Path | None) -> None:
         raise SystemExit(STEPS_FAILED_EXIT)
 
 
-COMMANDS = [plan_group, run]
+@click.command("bundle")
+@click.argument("plan_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--platform", default=None, help="pip platform tag of the device, e.g. manylinux2014_aarch64 "
+              "(default: this machine's).")
+@click.option("--python-version", default=None, help="The device's Python, e.g. 3.10 (default: this one).")
+@click.option("--no-wheels", is_flag=True, help="Leave the wheelhouse out (the device has Rightsizer already).")
+def bundle(plan_file: Path, out_dir: Path, platform: str | None, python_version: str | None, no_wheels: bool) -> None:
+    """Write OUT_DIR: PLAN_FILE with its models (sha256-checked), eval suites and texts, a
+    wheelhouse of Rightsizer and its dependencies, and install.sh, which installs from the
+    wheelhouse with pip --no-index and runs the plan on a device with no network.
+
+    For another --platform/--python-version the wheelhouse holds the binary wheels pip finds
+    for it plus llama-cpp-python's source distribution, built on the device (README.md says how).
+    """
+    from lab.bundle import bundle as write_bundle
+    from lab.plan import load_plan
+
+    plan = load_plan(plan_file)
+    report = write_bundle(plan, out_dir, wheels=not no_wheels, platform=platform, python_version=python_version,
+                          on_line=lambda line: click.echo(line, err=True))
+    size = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
+    click.echo(f"bundle {out_dir}: {len(report.files)} file(s), {len(report.wheels)} wheel(s), "
+               f"{len(report.sdists)} source distribution(s), {size / 2**20:.1f} MiB; on the device: sh install.sh")
+
+
+COMMANDS = [plan_group, run, bundle]
