@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -184,7 +185,7 @@ def _wheelhouse(w: _Writer, platform: str | None, python_version: str | None) ->
         # This machine: wheels of everything, llama-cpp-python built (or taken from pip's cache).
         _pip(["wheel", "--quiet", "--wheel-dir", str(wheels), "--find-links", str(wheels), str(own)], w.on_line)
     else:
-        target = (["--platform", platform] if platform else []) + (
+        target = [a for tag in platform_tags(platform) for a in ("--platform", tag)] + (
             ["--python-version", python_version] if python_version else [])
         requirements = [r for r in _requirements(own) if not r.lower().startswith(LLAMA_CPP)]
         _pip(["download", "--quiet", "--only-binary=:all:", *target, "--dest", str(wheels), *requirements,
@@ -194,6 +195,17 @@ def _wheelhouse(w: _Writer, platform: str | None, python_version: str | None) ->
     w.report.wheels = sorted(p.name for p in wheels.glob("*.whl"))
     w.report.sdists = sorted(p.name for p in wheels.iterdir() if p.name.endswith((".tar.gz", ".zip")))
     w.report.platform, w.report.python_version = platform, python_version
+
+
+def platform_tags(platform: str | None) -> list[str]:
+    """``manylinux_2_28_aarch64`` -> it and every older manylinux tag a glibc-2.28 device also
+    runs (down to ``manylinux2014``, glibc 2.17): pip takes ``--platform`` literally, and wheels
+    carry different ones (numpy 2_27, CMake 2014)."""
+    match = re.match(r"^manylinux_2_(\d+)_(\w+)$", platform or "")
+    if not match:
+        return [platform] if platform else []
+    glibc, arch = int(match.group(1)), match.group(2)
+    return [f"manylinux_2_{m}_{arch}" for m in range(glibc, 16, -1)] + [f"manylinux2014_{arch}"]
 
 
 def _requirements(wheel: Path) -> list[str]:

@@ -85,3 +85,13 @@ def test_write_toml_round_trips() -> None:
     data = {"name": "a \"quoted\" name", "models": [{"path": "m.gguf", "sha256": "ab"}, {"name": "demo"}],
             "bench": [{"n_prompt": [64, 128], "chat": True, "timeout": 1.5}], "limits": {"max_memory": "1GiB"}}
     assert tomllib.loads(write_toml(data, "# header")) == data
+
+
+def test_platform_tags_add_the_older_manylinux_tags_a_device_runs() -> None:
+    from lab.bundle import platform_tags
+
+    tags = platform_tags("manylinux_2_28_aarch64")
+    assert tags[0] == "manylinux_2_28_aarch64" and tags[-1] == "manylinux2014_aarch64"
+    assert "manylinux_2_27_aarch64" in tags and "manylinux_2_17_aarch64" in tags  # numpy's, CMake's
+    assert "manylinux_2_29_aarch64" not in tags and len(tags) == 13
+    assert platform_tags("macosx_14_0_arm64") == ["macosx_14_0_arm64"] and platform_tags(None) == []

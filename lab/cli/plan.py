@@ -153,8 +153,8 @@ def run(plan_file: Path, fmt: str, db_path: Path | None) -> None:
 @click.command("bundle")
 @click.argument("plan_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--platform", default=None, help="pip platform tag of the device, e.g. manylinux2014_aarch64 "
-              "(default: this machine's).")
+@click.option("--platform", default=None, help="pip platform tag of the device, e.g. manylinux_2_28_aarch64 (older manylinux "
+              "tags it runs are added) (default: this machine's).")
 @click.option("--python-version", default=None, help="The device's Python, e.g. 3.10 (default: this one).")
 @click.option("--no-wheels", is_flag=True, help="Leave the wheelhouse out (the device has Rightsizer already).")
 def bundle(plan_file: Path, out_dir: Path, platform: str | None, python_version: str | None, no_wheels: bool) -> None:
