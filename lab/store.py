@@ -73,6 +73,7 @@ _RUN_COLUMNS: dict[str, Any] = {
     "llama_cpp_version": str, "build_commit": str, "n_gpu_layers": int, "use_mmap": int,
     "load_ms": float, "est_memory_bytes": int, "peak_rss_bytes": int, "peak_vram_bytes": int,
     "label": str, "warnings": str,
+    "plan_step": str,  # the plan step this run measured (lab.plan_run), so a rerun can skip it
 }
 
 _RESULT_COLUMNS: dict[str, Any] = {
