@@ -124,8 +124,9 @@ def model_storage(path: str | Path) -> tuple[str | None, str | None]:
     best = None
     for part in parts:
         mount = part.mountpoint.rstrip("/") or "/"
+        # ">=": of two mounts on one point, the later one (listed last) is on top
         if (real == mount or real.startswith(mount + "/") or mount == "/") and (
-                best is None or len(mount) > len(best.mountpoint.rstrip("/") or "/")):
+                best is None or len(mount) >= len(best.mountpoint.rstrip("/") or "/")):
             best = part
     if best is None:
         return None, None

@@ -320,7 +320,7 @@ def sustained_line(row: dict[str, Any]) -> str:
         return NA if value is None else format(value, spec)
 
     window = row.get("sustained_window_s")
-    span = "minute" if window == 60 else f"{num(window, '.0f')} s"
+    span = "minute" if window == 60 else f"{num(window, '.3g')} s"
     dropped = {None: f"{NA} (no CPU clock readable)", 0: "no", 1: "yes"}[row.get("clocks_dropped")]
     return (f"sustained {row['test']} for {row['sustained_s']:.0f} s: first {span} {num(row.get('sustained_first_ts'), '.2f')} t/s, "
             f"last {span} {num(row.get('sustained_last_ts'), '.2f')} t/s, decay {num(row.get('sustained_decay_pct'), '.1f')}%, "
