@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from lab import hardware, monitor
 from lab.sustained import Rep, sustained_figures
+from test_monitor import evict_from_page_cache
 from test_sensors import cpu_tree, jetson_orin_ina3221
 from tiny_model import write_tiny_llama
 
@@ -81,16 +82,6 @@ def cgroup() -> Iterator[MemoryCgroup]:
     group.remove()
 
 
-def _evict(path: Path) -> None:
-    """Drop the file's pages from the page cache, so that the next reader's cgroup pays for them."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
 def test_a_model_paged_under_a_memory_limit_is_flagged_swapped(cgroup: MemoryCgroup, tmp_path: Path) -> None:
     if hardware.model_storage(tmp_path)[0] in ("tmpfs", "ramfs", None):
         pytest.skip("the temporary folder is in memory: a memory limit cannot evict its pages")
@@ -100,7 +91,7 @@ def test_a_model_paged_under_a_memory_limit_is_flagged_swapped(cgroup: MemoryCgr
     db = tmp_path / "lab.db"
     args = ("bench", str(model), "-p", "0", "-n", "8", "-r", "3", "-t", "1", "-o", "json")
 
-    _evict(model)
+    evict_from_page_cache(model)
     free = rs(*args, db=db, cgroup=cgroup)  # no limit: how much the whole command needs
     assert free.returncode == 0, free.stderr
     [fits] = json.loads(free.stdout)
@@ -110,7 +101,7 @@ def test_a_model_paged_under_a_memory_limit_is_flagged_swapped(cgroup: MemoryCgr
     # the command's own memory plus half the model: the other half is evicted and read again
     cgroup.limit(need - size // 2)
     cgroup.reset_peak()
-    _evict(model)
+    evict_from_page_cache(model)
     tight = rs(*args, db=db, cgroup=cgroup)
     assert tight.returncode == 0, tight.stderr
     [paged] = json.loads(tight.stdout)

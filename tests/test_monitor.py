@@ -420,7 +420,9 @@ sys.stdin.readline()
 """
 
 
-def _evict(path: Path) -> None:
+def evict_from_page_cache(path: Path) -> None:
+    """Drop a file's pages from the page cache, so that its next reader reads it from storage
+    (and that reader's memory cgroup pays for the pages)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -437,7 +439,7 @@ def test_major_faults_and_storage_reads_of_the_child_are_counted(tmp_path: Path)
         pytest.skip("the temporary folder is in memory: its pages cannot be evicted and read again")
     data = tmp_path / "weights.bin"
     data.write_bytes(os.urandom(16 * MIB))
-    _evict(data)
+    evict_from_page_cache(data)
     proc = subprocess.Popen([sys.executable, "-c", READER, str(data)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, bufsize=1)
     try:
