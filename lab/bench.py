@@ -53,6 +53,7 @@ class BenchOptions:
     force: bool = False
     timeout: float | None = None
     label: str | None = None
+    sustained_s: float | None = None  # tg tests run back to back for this long (lab.sustained)
 
 
 @dataclass
@@ -138,6 +139,8 @@ def _validate(o: BenchOptions) -> None:
             raise LabError(f"{name} values must be at least 1")
     if not _tests(o):
         raise LabError("Nothing to run: every test size is 0 (give -p, -n, -pg or --chat)")
+    if o.sustained_s is not None and (o.sustained_s <= 0 or not any(n > 0 for n in o.n_gen)):
+        raise LabError("--sustained takes a number of seconds above 0 and a tg test (-n above 0)")
 
 
 def plan(options: BenchOptions, *, available_bytes: int | None = None) -> list[PlannedRun]:
@@ -172,7 +175,7 @@ def plan(options: BenchOptions, *, available_bytes: int | None = None) -> list[P
             job = BenchJob(
                 model=ModelParams(str(local.path), n_gpu_layers=ngl, use_mmap=bool(mmap), repack=repack),
                 items=items, repetitions=options.repetitions, warmup=options.warmup,
-                prompts=prompts, chat_max_tokens=options.chat_max_tokens,
+                prompts=prompts, chat_max_tokens=options.chat_max_tokens, sustained_s=options.sustained_s,
             )
             est = max((test_estimate(summary, i, job, effective_gpu_layers(ngl, summary, offload)) for i in items),
                       key=lambda e: e.host_bytes)
@@ -285,7 +288,7 @@ class _RunRecorder:
             fields: dict[str, Any] = {"load_ms": event.get("load_ms")}
             if event.get("repack_warning"):  # extra buffer types off for this run only: say why
                 fields["warnings"] = event["repack_warning"]
-            self.store.update_run(self.run_id, **fields)
+            self.store.update_run(self.run_id, **fields, **self.storage())
         elif kind == protocol.TEST_START:
             self.current_test = event["test"]
             self.tokens = 0
@@ -345,7 +348,33 @@ class _RunRecorder:
             if row.get("peak_rss_bytes") is None:
                 row["peak_rss_bytes"] = window.peak_rss_bytes
         row.update(self.energy_figures(offloaded, rep_tokens))
+        row.update(self.heat_figures(window, test, end, rep_tokens), **self.storage())
         return row
+
+    def storage(self) -> dict[str, Any]:
+        """The model file's file system and device (an SD card loads slower than NVMe)."""
+        from lab.hardware import model_storage
+
+        fs_type, device = model_storage(self.planned.path)
+        return {"model_fs_type": fs_type, "model_device": device}
+
+    def heat_figures(self, window: Any, test: TestSpec, end: dict[str, Any], rep_tokens: list[int]) -> dict[str, Any]:
+        """Paging and heat over the timed repetitions (``swapped``, ``throttled``), and a
+        sustained tg test's first- vs last-window speed and clocks."""
+        from lab import monitor
+        from lab.sustained import Rep, sustained_figures
+
+        if self.sampler is None:
+            return {}
+        spans = self._spans if len(self._spans) == len(rep_tokens) else []
+        figures = monitor.result_figures(spans, window, self.sampler.reference_clock_mhz())
+        seconds = self.planned.job.sustained_s
+        if seconds and test.kind != "chat" and test.n_gen and not test.n_prompt:
+            reps = [Rep(a.t, b.t, ns, n) for (a, b), ns, n in zip(spans, end.get("samples_ns") or [], rep_tokens)]
+            with self._lock:
+                clocks = [(s["t"], s.get("cpu_freq_mhz")) for s in self._samples if s.get("test") == test.name]
+            figures.update(sustained_figures(reps, clocks, seconds))
+        return figures
 
     def energy_figures(self, offloaded_layers: int, rep_tokens: list[int]) -> dict[str, Any]:
         """Energy over the timed repetitions only (each repetition's counter difference), from
@@ -354,7 +383,8 @@ class _RunRecorder:
 
         if self.sampler is None:
             return {}
-        sources = monitor.energy_sources(offloaded_layers, self.sampler.child_gpus, self.sampler.gpu_indices)
+        sources = monitor.energy_sources(offloaded_layers, self.sampler.child_gpus, self.sampler.gpu_indices,
+                                         self.sampler.board_sources)
         # a repetition without its start reading (should not happen) would misalign the spans
         spans = self._spans if len(self._spans) == len(rep_tokens) else []
         figures = monitor.energy_over(spans, sources)
@@ -421,6 +451,7 @@ def run_bench(options: BenchOptions, store: Any, *, on_event: OnEvent | None = N
             "items": [{"test": i.test.name, **asdict(i.ctx)} for i in planned.job.items],
             "chat_max_tokens": planned.job.chat_max_tokens if options.chat else None,
             "n_prompts": len(planned.job.prompts) or None, "timeout": options.timeout,
+            "sustained_s": options.sustained_s,
         }
         run_id = store.create_run(
             "bench", machine_id=machine["id"], model_id=model_row["id"], model_filename=model_row["model_filename"],

@@ -55,6 +55,7 @@ _MACHINE_COLUMNS: dict[str, Any] = {
     # Cost settings the user gives once per machine (``rightsizer machine set``).
     "price_usd": float, "lifetime_years": float, "utilization": float, "power_usd_per_kwh": float,
     "watts": float,
+    "board_model": str, "memory_type": str, "cpu_governor": str,
 }
 
 _MODEL_COLUMNS: dict[str, Any] = {
@@ -74,6 +75,7 @@ _RUN_COLUMNS: dict[str, Any] = {
     "load_ms": float, "est_memory_bytes": int, "peak_rss_bytes": int, "peak_vram_bytes": int,
     "label": str, "warnings": str,
     "plan_step": str,  # the plan step this run measured (lab.plan_run), so a rerun can skip it
+    "model_fs_type": str, "model_device": str,
 }
 
 _RESULT_COLUMNS: dict[str, Any] = {
@@ -94,6 +96,12 @@ _RESULT_COLUMNS: dict[str, Any] = {
     "ttft_ms": float, "itl_p50_ms": float, "itl_p95_ms": float, "itl_p99_ms": float,
     "e2e_ms": float, "n_generated": int, "n_prompt_tokens": int, "n_prompts": int,
     "test_time": str, "chat_template": str,
+    "major_faults": int, "paged_in_bytes": int, "swap_in_pages": int, "swap_out_pages": int,
+    "min_mem_available_bytes": int, "swapped": int, "mean_cpu_freq_mhz": float,
+    "max_cpu_temp_c": float, "throttled": int, "model_fs_type": str, "model_device": str,
+    "sustained_s": float, "sustained_window_s": float, "sustained_first_ts": float,
+    "sustained_last_ts": float, "sustained_decay_pct": float, "sustained_first_mhz": float,
+    "sustained_last_mhz": float, "clocks_dropped": int,
 }
 
 _SAMPLE_COLUMNS: dict[str, Any] = {
@@ -101,6 +109,9 @@ _SAMPLE_COLUMNS: dict[str, Any] = {
     "n_threads": int, "mem_available_bytes": int, "gpu_mem_used_bytes": int,
     "gpu_proc_mem_bytes": int, "gpu_util": float, "gpu_power_w": float, "gpu_temp_c": float,
     "gpu_energy_j": float, "rapl_energy_j": float, "tokens": int,
+    "major_faults": int, "paged_in_bytes": int, "swap_in_pages": int, "swap_out_pages": int,
+    "cpu_freq_mhz": float, "cpu_temp_c": float, "throttle_count": int, "board_power_w": float,
+    "board_energy_j": float,
 }
 
 _QUALITY_COLUMNS: dict[str, Any] = {

@@ -51,7 +51,8 @@ def _ts(row: dict[str, Any]) -> str:
     if row.get("avg_ts") is None:
         return NA
     text = f"{row['avg_ts']:.2f} ± {(row.get('stddev_ts') or 0):.2f}"
-    return text + " (noisy)" if row.get("noisy") else text
+    flags = [flag for flag in ("noisy", "swapped", "throttled") if row.get(flag)]
+    return text + f" ({', '.join(flags)})" if flags else text
 
 
 def _ms(value: Any) -> str:
@@ -100,6 +101,8 @@ def json_record(row: dict[str, Any], machine: dict[str, Any] | None) -> dict[str
         if isinstance(rec.get(key), str):
             rec[key] = json.loads(rec[key])
     rec["noisy"] = bool(rec.get("noisy"))
+    for flag in ("swapped", "throttled", "clocks_dropped"):  # NULL stays null: not measured
+        rec[flag] = None if rec.get(flag) is None else bool(rec[flag])
     rec["rss_reset_failed"] = bool(rec.get("rss_reset_failed"))
     if machine:
         for key in ("cpu_info", "gpu_info", "build_commit", "backends"):
@@ -211,6 +214,7 @@ class _Progress:
 @click.option("--force", is_flag=True, help="Run even when the memory estimate exceeds available memory.")
 @click.option("--timeout", type=float, default=None, help="Stop a model's run after this many seconds.")
 @click.option("--label", default=None, help="A note stored with the run.")
+@click.option("--sustained", "sustained_s", type=float, default=None, metavar="SECONDS", help="Run each tg test back to back for SECONDS and report first- vs last-minute t/s (heat).")
 @format_option()
 @db_option
 def bench(models: tuple[str, ...], n_prompt: list[int], n_gen: list[int], pg: list[tuple[int, int]],
@@ -218,7 +222,8 @@ def bench(models: tuple[str, ...], n_prompt: list[int], n_gen: list[int], pg: li
           batch_size: list[int], ubatch_size: list[int], flash_attn: list[int], cache_type_k: list[str],
           cache_type_v: list[str], mmap: list[int], repack: list[int] | None, chat: bool,
           prompts_file: Path | None, chat_max_tokens: int, no_warmup: bool, force: bool,
-          timeout: float | None, label: str | None, fmt: str, db_path: Path | None) -> None:
+          timeout: float | None, label: str | None, sustained_s: float | None, fmt: str,
+          db_path: Path | None) -> None:
     """Benchmark MODELS (paths, library names or 'demo') with llama-bench's tests.
 
     ``endpoint:NAME`` (see ``rightsizer endpoints``) runs the chat test through the endpoint's
@@ -240,7 +245,7 @@ def bench(models: tuple[str, ...], n_prompt: list[int], n_gen: list[int], pg: li
         repetitions=repetitions, threads=threads or [], n_gpu_layers=n_gpu_layers, n_batch=batch_size,
         n_ubatch=ubatch_size, flash_attn=flash_attn, type_k=cache_type_k, type_v=cache_type_v, mmap=mmap,
         repack=repack, chat=chat, prompts_file=prompts_file, chat_max_tokens=chat_max_tokens,
-        warmup=not no_warmup, force=force, timeout=timeout, label=label,
+        warmup=not no_warmup, force=force, timeout=timeout, label=label, sustained_s=sustained_s,
     )
     plans = plan(options) if local else []
     store = open_store(db_path)
@@ -333,8 +338,24 @@ class _RowPrinter:
             click.echo(render_table(chats, CHAT_COLUMNS))
         if self.fmt in ("table", "md") and any(r.get("rss_reset_failed") for r in self.rows):
             click.echo(f"{RSS_MARK} {RSS_NOTE}")
+        for row in self.rows:
+            if self.fmt in ("table", "md") and row.get("sustained_s"):
+                click.echo(sustained_line(row))
         if self.fmt == "json":
             click.echo(json.dumps([json_record(r, _machine()) for r in self.rows], indent=2, default=str))
+
+
+def sustained_line(row: dict[str, Any]) -> str:
+    """A sustained test in one sentence: first vs last window t/s, decay, clocks."""
+    def num(value: Any, spec: str) -> str:
+        return NA if value is None else format(value, spec)
+
+    window = row.get("sustained_window_s")
+    span = "minute" if window == 60 else f"{num(window, '.3g')} s"
+    dropped = {None: f"{NA} (no CPU clock readable)", 0: "no", 1: "yes"}[row.get("clocks_dropped")]
+    return (f"sustained {row['test']} for {row['sustained_s']:.0f} s: first {span} {num(row.get('sustained_first_ts'), '.2f')} t/s, "
+            f"last {span} {num(row.get('sustained_last_ts'), '.2f')} t/s, decay {num(row.get('sustained_decay_pct'), '.1f')}%, "
+            f"clocks dropped: {dropped}")
 
 
 _machine_cache: dict[str, Any] | None = None

@@ -122,6 +122,7 @@ class BenchJob:
     prompts: list[ChatPrompt] = field(default_factory=list)
     chat_max_tokens: int = 128
     seed: int = 1234
+    sustained_s: float | None = None  # tg tests repeat until this many seconds have passed
 
     def to_wire(self) -> dict[str, Any]:
         return {"kind": "bench", "payload": asdict(self)}
@@ -136,4 +137,5 @@ class BenchJob:
             prompts=[ChatPrompt(**c) for c in p.get("prompts", [])],
             chat_max_tokens=p.get("chat_max_tokens", 128),
             seed=p.get("seed", 1234),
+            sustained_s=p.get("sustained_s"),
         )

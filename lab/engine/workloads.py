@@ -8,12 +8,16 @@
 * One untimed warm-up (the pp run, then one tg token), then ``r`` repetitions; the KV cache is
   cleared before each. Each repetition's start (``rep_start``, so the parent can read energy
   counters) and time (``rep``) are sent to the parent.
+* Sustained (``job.sustained_s``): a ``tg`` test repeats its timed repetitions back to back
+  until that many seconds have passed (at least one), instead of ``r`` of them; each is a
+  ``rep`` event, so the parent sees the speed over time as the machine heats up.
 * ``chat`` real prompts through the model's chat template, greedy decoding: time to first
   token, every inter-token gap, end-to-end time and tokens generated, per prompt.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from typing import Any, Callable
@@ -149,7 +153,11 @@ class Bench:
             if test.n_gen:
                 self.test_gen(ctx, [first_gen])
         samples: list[int] = []
-        for rep in range(self.job.repetitions):
+        sustained = self.job.sustained_s if test.n_gen and not test.n_prompt else None
+        started = time.perf_counter()
+        for rep in itertools.count() if sustained else range(self.job.repetitions):
+            if sustained and rep and time.perf_counter() - started >= sustained:
+                break
             ctx.clear()
             if test.n_depth:
                 self.fill_depth(ctx, test.n_depth)
