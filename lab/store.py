@@ -83,6 +83,10 @@ _RESULT_COLUMNS: dict[str, Any] = {
     "est_memory_bytes": int, "kv_bytes": int, "mean_cpu_percent": float,
     "ttft_ms": float, "itl_p50_ms": float, "itl_p95_ms": float, "itl_p99_ms": float,
     "e2e_ms": float, "n_generated": int, "n_prompt_tokens": int, "n_prompts": int,
+    # many sequences in one context (llama-batched-bench's B, N_KV, T_PP, S_PP, T_TG, S_TG, T, S)
+    "n_seq": int, "pp_shared": int, "kv_unified": int, "n_kv": int, "t_pp": float, "s_pp": float,
+    "t_tg": float, "s_tg": float, "t_total": float, "s_total": float, "samples_pp_ns": str,
+    "samples_tg_ns": str,
     "test_time": str,
 }
 
