@@ -190,10 +190,12 @@ def run_batched_test(bench: Any, index: int, test: TestSpec, cp: ContextParams) 
             ns = t_pp + t_tg
             bench.emit(protocol.REP, index=index, rep=rep, ns=ns, ts=test.n_tokens * 1e9 / ns,
                        t_pp_ns=t_pp, t_tg_ns=t_tg)
+        # what the KV cache holds after the last repetition: PP + TG positions per sequence
+        seq_tokens = [int(L.llama_memory_seq_pos_max(ctx.mem, s)) + 1 for s in range(test.n_seq)]
     finally:
         row.free()
     return {"samples_ns": [a + b for a, b in zip(pp_ns, tg_ns)], "samples_pp_ns": pp_ns,
-            "samples_tg_ns": tg_ns, "n_ctx": int(L.llama_n_ctx(ctx.ptr))}
+            "samples_tg_ns": tg_ns, "n_ctx": int(L.llama_n_ctx(ctx.ptr)), "seq_tokens": seq_tokens}
 
 
 def batched_figures(test: TestSpec, end: dict[str, Any]) -> dict[str, Any]:
