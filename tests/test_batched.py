@@ -150,3 +150,20 @@ def test_a_context_too_large_or_mixed_flags_give_one_sentence(tiny_gguf: Path, t
     assert other.returncode != 0 and "-p belong to single-sequence tests" in other.stderr
     zero = _cli(str(tiny_gguf), "--batched", "-npl", "0", *db)
     assert zero.returncode != 0 and "-npl" in zero.stderr and "Traceback" not in zero.stderr
+
+
+def test_the_app_charts_speed_against_the_number_of_sequences(tiny_gguf: Path, tmp_path: Path) -> None:
+    from lab.tui.data import chart_bars
+
+    store = Store(tmp_path / "lab.db")
+    opts = BenchOptions(models=[str(tiny_gguf)], batched=True, n_pp=[8], n_tg=[4], n_pl=[1, 3, 2], threads=[1],
+                        repetitions=1)
+    rows = {r["n_seq"]: r for r in run_bench(opts, store).results}
+    run_bench(BenchOptions(models=[str(tiny_gguf)], n_prompt=[8], n_gen=[0], threads=[1], repetitions=1), store)
+    groups, _ = chart_bars(store, {})
+    total = groups[f"{tiny_gguf.name} pp8+tg4: S_TG, all sequences"]
+    each = groups[f"{tiny_gguf.name} pp8+tg4: S_TG per sequence"]
+    assert [b.label for b in total] == [b.label for b in each] == ["B=1", "B=2", "B=3"]
+    assert [b.value for b in total] == pytest.approx([rows[b]["s_tg"] for b in (1, 2, 3)])
+    assert [b.value for b in each] == pytest.approx([rows[b]["s_tg"] / b for b in (1, 2, 3)])
+    assert "pp8" in groups and not any(k.startswith("pp8+tg4 x") for k in groups)
