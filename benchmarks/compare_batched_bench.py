@@ -66,10 +66,10 @@ def main() -> int:
         ap.error("give one -npp and one -ntg value: rows are matched by B")
 
     from lab import library
-    from lab.engine.probe import extra_bufts_ok
+    from lab.engine.probe import extra_bufts_verdict
 
     local = library.resolve(args.model)
-    repack = extra_bufts_ok(local.path)
+    repack = extra_bufts_verdict(local.path).ok
     print(f"model {local.path.name}, {args.threads} threads, -npp {args.npp} -ntg {args.ntg} -npl {args.npl}, "
           f"repack={int(repack)}, {args.rounds} rounds (llama-batched-bench, rightsizer, llama-batched-bench)")
     keys = ("speed_pp", "speed_tg")
