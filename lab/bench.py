@@ -54,6 +54,14 @@ class BenchOptions:
     timeout: float | None = None
     label: str | None = None
     sustained_s: float | None = None  # tg tests run back to back for this long (lab.sustained)
+    # llama-batched-bench's sweep (--batched): prompt sizes x generation sizes x sequences
+    batched: bool = False
+    n_pp: list[int] = field(default_factory=lambda: [128])
+    n_tg: list[int] = field(default_factory=lambda: [128])
+    n_pl: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    pp_shared: bool = False
+    kv_unified: bool = False
+    batched_ctx: int | None = None  # most KV cells a row may use (None: the model's n_ctx_train)
 
 
 @dataclass
@@ -116,6 +124,10 @@ def load_prompts(path: Path | None = None) -> list[ChatPrompt]:
 
 
 def _tests(o: BenchOptions) -> list[TestSpec]:
+    if o.batched:
+        from lab.engine.batched import batched_tests
+
+        return batched_tests(o.n_pp, o.n_tg, o.n_pl, pp_shared=o.pp_shared, kv_unified=o.kv_unified)
     tests: list[TestSpec] = []
     for d in o.n_depth:
         tests += [TestSpec(n_prompt=p, n_depth=d) for p in o.n_prompt if p > 0]
@@ -137,6 +149,8 @@ def _validate(o: BenchOptions) -> None:
     for name, values in (("-t", o.threads), ("-b", o.n_batch), ("-ub", o.n_ubatch)):
         if any(v < 1 for v in values):
             raise LabError(f"{name} values must be at least 1")
+    if o.batched and any(v < 1 for v in (*o.n_pp, *o.n_tg, *o.n_pl)):
+        raise LabError("-npp, -ntg and -npl values must be at least 1")
     if not _tests(o):
         raise LabError("Nothing to run: every test size is 0 (give -p, -n, -pg or --chat)")
     if o.sustained_s is not None and (o.sustained_s <= 0 or not any(n > 0 for n in o.n_gen)):
@@ -164,6 +178,8 @@ def plan(options: BenchOptions, *, available_bytes: int | None = None) -> list[P
     for arg in options.models:
         local = library.resolve(arg)
         summary = inspect(local.path)
+        if options.batched:
+            _check_batched_sizes(options, tests, summary, local.name)
         repacks: list[bool | None] = [None] if options.repack is None else [bool(r) for r in options.repack]
         for ngl, mmap, repack in itertools.product(options.n_gpu_layers, options.mmap, repacks):
             items = [
@@ -186,6 +202,16 @@ def plan(options: BenchOptions, *, available_bytes: int | None = None) -> list[P
                 )
             runs.append(PlannedRun(arg, local.path, summary, job, est))
     return runs
+
+
+def _check_batched_sizes(options: BenchOptions, tests: list[TestSpec], summary: Any, name: str) -> None:
+    from lab.engine.batched import check_sizes
+
+    if options.batched_ctx is not None:
+        check_sizes(tests, options.batched_ctx, f"the limit of {options.batched_ctx} set with -c")
+    elif summary.n_ctx_train:  # llama-batched-bench's default context (-c 0)
+        check_sizes(tests, summary.n_ctx_train,
+                    f"the {summary.n_ctx_train} tokens {name} was trained for (raise the limit with -c)")
 
 
 def _gpu_offload() -> bool:
@@ -226,6 +252,10 @@ def _n_ctx(test: TestSpec, job: BenchJob) -> int:
     if test.kind == "chat":
         # Prompts are short; the estimate allows 512 prompt tokens plus the generation.
         return 512 + job.chat_max_tokens
+    if test.kind == "batched":
+        from lab.engine.batched import n_ctx_required
+
+        return n_ctx_required(test)
     return max(1, test.n_prompt + test.n_gen + test.n_depth)
 
 
@@ -338,6 +368,11 @@ class _RunRecorder:
             chats = end.get("chat") or []
             row.update(chat_figures(chats), chat_template=end.get("chat_template"))
             rep_tokens = [int(c["n_generated"]) for c in chats]
+        elif test.kind == "batched":
+            from lab.engine.batched import batched_figures
+
+            row.update(batched_figures(test, end))
+            rep_tokens = [test.n_tokens] * len(end["samples_ns"])
         else:
             stats = speed_stats(end["samples_ns"], test.n_tokens)
             row.update(stats, repetitions=len(end["samples_ns"]), samples_ns=end["samples_ns"])

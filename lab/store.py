@@ -95,6 +95,10 @@ _RESULT_COLUMNS: dict[str, Any] = {
     "alloc_output_bytes": int, "est_alloc_bytes": int,
     "ttft_ms": float, "itl_p50_ms": float, "itl_p95_ms": float, "itl_p99_ms": float,
     "e2e_ms": float, "n_generated": int, "n_prompt_tokens": int, "n_prompts": int,
+    # many sequences in one context (llama-batched-bench's B, N_KV, T_PP, S_PP, T_TG, S_TG, T, S)
+    "n_seq": int, "pp_shared": int, "kv_unified": int, "n_kv": int, "t_pp": float, "s_pp": float,
+    "t_tg": float, "s_tg": float, "t_total": float, "s_total": float, "samples_pp_ns": str,
+    "samples_tg_ns": str,
     "test_time": str, "chat_template": str,
     "major_faults": int, "paged_in_bytes": int, "swap_in_pages": int, "swap_out_pages": int,
     "min_mem_available_bytes": int, "swapped": int, "mean_cpu_freq_mhz": float,

@@ -66,10 +66,17 @@ class TestSpec:
     n_prompt: int = 0
     n_gen: int = 0
     n_depth: int = 0
-    kind: str = "bench"  # "bench" or "chat"
+    kind: str = "bench"  # "bench", "chat" or "batched"
+    # batched (llama-batched-bench): n_seq sequences in one context, prompt shared or not
+    n_seq: int = 1
+    pp_shared: bool = False
+    kv_unified: bool = False
 
     @property
     def name(self) -> str:
+        if self.kind == "batched":
+            flags = (" pps" if self.pp_shared else "") + (" kvu" if self.kv_unified else "")
+            return f"pp{self.n_prompt}+tg{self.n_gen} x{self.n_seq}{flags}"
         if self.kind == "chat":
             base = "chat"
         elif self.n_prompt and self.n_gen:
@@ -82,7 +89,10 @@ class TestSpec:
 
     @property
     def n_tokens(self) -> int:
-        """Tokens processed per repetition (t/s = n_tokens / seconds), as llama-bench counts."""
+        """Tokens processed per repetition (t/s = n_tokens / seconds), as llama-bench counts;
+        batched: every sequence's tokens, a shared prompt once (llama-batched-bench's S)."""
+        if self.kind == "batched":
+            return (self.n_prompt if self.pp_shared else self.n_seq * self.n_prompt) + self.n_seq * self.n_gen
         return self.n_prompt + self.n_gen
 
 

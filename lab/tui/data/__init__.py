@@ -19,7 +19,7 @@ from lab.tui.data.models import (  # noqa: F401
 )
 from lab.tui.data.results import (  # noqa: F401
     FILTER_KEYS, parse_filter, results_page, count_results, results_by_id, ChartBar, chart_bars,
-    ScatterPoint, scatter_points, run_detail, series,
+    ScatterPoint, scatter_points, run_detail, series, batched_curves,
 )
 from lab.tui.data.forms import (  # noqa: F401
     build_options,
