@@ -18,7 +18,7 @@ from lab.tui.data.models import (  # noqa: F401
     model_details, DeletionPlan, deletion_plan, delete_model,
 )
 from lab.tui.data.results import (  # noqa: F401
-    FILTER_KEYS, parse_filter, results_page, count_results, results_by_id, ChartBar, chart_bars,
+    FILTER_KEYS, COMPARE_METRICS, parse_filter, results_page, count_results, results_by_id, ChartBar, chart_bars,
     ScatterPoint, scatter_points, run_detail, series, batched_curves,
 )
 from lab.tui.data.forms import (  # noqa: F401
