@@ -156,3 +156,33 @@ async def test_six_opens_the_model_measured_on_most_machines(make_app) -> None:
         assert (c.model_id, c.test) == ("m-q4", "tg128")  # both demo quants ran on 2 machines: Q4_1 sorts first
         assert _row(_table(app), "avg_ts") == ["171.7", "402.9 (+134.7% better)"]  # (402.9 - 171.7) / 171.7
         assert "[6 Machines]" in screen_text(app)
+
+
+async def test_two_machines_databases_merged_show_side_by_side(seeded_db, lab_home) -> None:
+    """Each host's figures carried out on their own (export), merged into one new database, and
+    the app on it compares the two machines."""
+    from conftest import FixedProbe, machine_context
+    from lab import fleet
+    from lab.store import Store
+    from lab.tui.app import RightsizerApp
+
+    store = Store(seeded_db)
+    parts = []
+    for host in ("lab-box", "big-box"):
+        part = lab_home / f"{host}.db"
+        fleet.export(store, part, fleet.select(store, machine=host, model="Q8_0"))
+        parts.append(part)
+    store.close()
+    merged = Store(lab_home / "merged.db")
+    reports = fleet.merge(merged, parts)
+    merged.close()
+    assert [r.tables["results"].added for r in reports] == [2, 2]
+    app = RightsizerApp(db_path=lab_home / "merged.db", machine=machine_context(), probe=FixedProbe(),
+                        memory_available=1 << 33, poll_interval=0, cursor_blink=False, models=[])
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(pilot, lambda: app.library is not None)
+        await pilot.press("6")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "MachinesScreen" and app.screen.comparison)
+        assert app.screen.comparison.model_id == "m-q8"  # the only model in the merged database
+        assert _row(_table(app), "avg_ts") == ["121.4", "330.2 (+172.0% better)"]
+        assert _row(_table(app), "hostname") == ["lab-box", "big-box"]

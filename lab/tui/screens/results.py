@@ -174,7 +174,9 @@ class ResultsScreen(LabScreen):
                 summary = about.summary if about else ""
                 if len(summary) > 32:  # no wider than a model file name: the columns keep their widths
                     summary = summary[:31] + "…"
-                table.add_row("", Text(f"▸ {about.results:,} results" if about else "▸", style="bold"),
+                # the host's count over every result (a filter narrows the rows, not this count)
+                count = f"▸ {about.results:,} {'in all' if self.filters else 'results'}" if about else "▸"
+                table.add_row("", Text(count, style="bold"),
                               Text(host, style="bold"), Text(summary, style="italic"),
                               *[""] * (len(COLUMNS) - 4), key=GROUP + host)
             table.add_row(
