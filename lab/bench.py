@@ -53,6 +53,15 @@ class BenchOptions:
     force: bool = False
     timeout: float | None = None
     label: str | None = None
+    sustained_s: float | None = None  # tg tests run back to back for this long (lab.sustained)
+    # llama-batched-bench's sweep (--batched): prompt sizes x generation sizes x sequences
+    batched: bool = False
+    n_pp: list[int] = field(default_factory=lambda: [128])
+    n_tg: list[int] = field(default_factory=lambda: [128])
+    n_pl: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    pp_shared: bool = False
+    kv_unified: bool = False
+    batched_ctx: int | None = None  # most KV cells a row may use (None: the model's n_ctx_train)
 
 
 @dataclass
@@ -115,6 +124,10 @@ def load_prompts(path: Path | None = None) -> list[ChatPrompt]:
 
 
 def _tests(o: BenchOptions) -> list[TestSpec]:
+    if o.batched:
+        from lab.engine.batched import batched_tests
+
+        return batched_tests(o.n_pp, o.n_tg, o.n_pl, pp_shared=o.pp_shared, kv_unified=o.kv_unified)
     tests: list[TestSpec] = []
     for d in o.n_depth:
         tests += [TestSpec(n_prompt=p, n_depth=d) for p in o.n_prompt if p > 0]
@@ -136,8 +149,12 @@ def _validate(o: BenchOptions) -> None:
     for name, values in (("-t", o.threads), ("-b", o.n_batch), ("-ub", o.n_ubatch)):
         if any(v < 1 for v in values):
             raise LabError(f"{name} values must be at least 1")
+    if o.batched and any(v < 1 for v in (*o.n_pp, *o.n_tg, *o.n_pl)):
+        raise LabError("-npp, -ntg and -npl values must be at least 1")
     if not _tests(o):
         raise LabError("Nothing to run: every test size is 0 (give -p, -n, -pg or --chat)")
+    if o.sustained_s is not None and (o.sustained_s <= 0 or not any(n > 0 for n in o.n_gen)):
+        raise LabError("--sustained takes a number of seconds above 0 and a tg test (-n above 0)")
 
 
 def plan(options: BenchOptions, *, available_bytes: int | None = None) -> list[PlannedRun]:
@@ -161,6 +178,8 @@ def plan(options: BenchOptions, *, available_bytes: int | None = None) -> list[P
     for arg in options.models:
         local = library.resolve(arg)
         summary = inspect(local.path)
+        if options.batched:
+            _check_batched_sizes(options, tests, summary, local.name)
         repacks: list[bool | None] = [None] if options.repack is None else [bool(r) for r in options.repack]
         for ngl, mmap, repack in itertools.product(options.n_gpu_layers, options.mmap, repacks):
             items = [
@@ -172,7 +191,7 @@ def plan(options: BenchOptions, *, available_bytes: int | None = None) -> list[P
             job = BenchJob(
                 model=ModelParams(str(local.path), n_gpu_layers=ngl, use_mmap=bool(mmap), repack=repack),
                 items=items, repetitions=options.repetitions, warmup=options.warmup,
-                prompts=prompts, chat_max_tokens=options.chat_max_tokens,
+                prompts=prompts, chat_max_tokens=options.chat_max_tokens, sustained_s=options.sustained_s,
             )
             est = max((test_estimate(summary, i, job, effective_gpu_layers(ngl, summary, offload)) for i in items),
                       key=lambda e: e.host_bytes)
@@ -183,6 +202,16 @@ def plan(options: BenchOptions, *, available_bytes: int | None = None) -> list[P
                 )
             runs.append(PlannedRun(arg, local.path, summary, job, est))
     return runs
+
+
+def _check_batched_sizes(options: BenchOptions, tests: list[TestSpec], summary: Any, name: str) -> None:
+    from lab.engine.batched import check_sizes
+
+    if options.batched_ctx is not None:
+        check_sizes(tests, options.batched_ctx, f"the limit of {options.batched_ctx} set with -c")
+    elif summary.n_ctx_train:  # llama-batched-bench's default context (-c 0)
+        check_sizes(tests, summary.n_ctx_train,
+                    f"the {summary.n_ctx_train} tokens {name} was trained for (raise the limit with -c)")
 
 
 def _gpu_offload() -> bool:
@@ -223,6 +252,10 @@ def _n_ctx(test: TestSpec, job: BenchJob) -> int:
     if test.kind == "chat":
         # Prompts are short; the estimate allows 512 prompt tokens plus the generation.
         return 512 + job.chat_max_tokens
+    if test.kind == "batched":
+        from lab.engine.batched import n_ctx_required
+
+        return n_ctx_required(test)
     return max(1, test.n_prompt + test.n_gen + test.n_depth)
 
 
@@ -285,7 +318,7 @@ class _RunRecorder:
             fields: dict[str, Any] = {"load_ms": event.get("load_ms")}
             if event.get("repack_warning"):  # extra buffer types off for this run only: say why
                 fields["warnings"] = event["repack_warning"]
-            self.store.update_run(self.run_id, **fields)
+            self.store.update_run(self.run_id, **fields, **self.storage())
         elif kind == protocol.TEST_START:
             self.current_test = event["test"]
             self.tokens = 0
@@ -335,6 +368,11 @@ class _RunRecorder:
             chats = end.get("chat") or []
             row.update(chat_figures(chats), chat_template=end.get("chat_template"))
             rep_tokens = [int(c["n_generated"]) for c in chats]
+        elif test.kind == "batched":
+            from lab.engine.batched import batched_figures
+
+            row.update(batched_figures(test, end))
+            rep_tokens = [test.n_tokens] * len(end["samples_ns"])
         else:
             stats = speed_stats(end["samples_ns"], test.n_tokens)
             row.update(stats, repetitions=len(end["samples_ns"]), samples_ns=end["samples_ns"])
@@ -345,7 +383,33 @@ class _RunRecorder:
             if row.get("peak_rss_bytes") is None:
                 row["peak_rss_bytes"] = window.peak_rss_bytes
         row.update(self.energy_figures(offloaded, rep_tokens))
+        row.update(self.heat_figures(window, test, end, rep_tokens), **self.storage())
         return row
+
+    def storage(self) -> dict[str, Any]:
+        """The model file's file system and device (an SD card loads slower than NVMe)."""
+        from lab.hardware import model_storage
+
+        fs_type, device = model_storage(self.planned.path)
+        return {"model_fs_type": fs_type, "model_device": device}
+
+    def heat_figures(self, window: Any, test: TestSpec, end: dict[str, Any], rep_tokens: list[int]) -> dict[str, Any]:
+        """Paging and heat over the timed repetitions (``swapped``, ``throttled``), and a
+        sustained tg test's first- vs last-window speed and clocks."""
+        from lab import monitor
+        from lab.sustained import Rep, sustained_figures
+
+        if self.sampler is None:
+            return {}
+        spans = self._spans if len(self._spans) == len(rep_tokens) else []
+        figures = monitor.result_figures(spans, window, self.sampler.reference_clock_mhz())
+        seconds = self.planned.job.sustained_s
+        if seconds and test.kind != "chat" and test.n_gen and not test.n_prompt:
+            reps = [Rep(a.t, b.t, ns, n) for (a, b), ns, n in zip(spans, end.get("samples_ns") or [], rep_tokens)]
+            with self._lock:
+                clocks = [(s["t"], s.get("cpu_freq_mhz")) for s in self._samples if s.get("test") == test.name]
+            figures.update(sustained_figures(reps, clocks, seconds))
+        return figures
 
     def energy_figures(self, offloaded_layers: int, rep_tokens: list[int]) -> dict[str, Any]:
         """Energy over the timed repetitions only (each repetition's counter difference), from
@@ -354,7 +418,8 @@ class _RunRecorder:
 
         if self.sampler is None:
             return {}
-        sources = monitor.energy_sources(offloaded_layers, self.sampler.child_gpus, self.sampler.gpu_indices)
+        sources = monitor.energy_sources(offloaded_layers, self.sampler.child_gpus, self.sampler.gpu_indices,
+                                         self.sampler.board_sources)
         # a repetition without its start reading (should not happen) would misalign the spans
         spans = self._spans if len(self._spans) == len(rep_tokens) else []
         figures = monitor.energy_over(spans, sources)
@@ -421,6 +486,7 @@ def run_bench(options: BenchOptions, store: Any, *, on_event: OnEvent | None = N
             "items": [{"test": i.test.name, **asdict(i.ctx)} for i in planned.job.items],
             "chat_max_tokens": planned.job.chat_max_tokens if options.chat else None,
             "n_prompts": len(planned.job.prompts) or None, "timeout": options.timeout,
+            "sustained_s": options.sustained_s,
         }
         run_id = store.create_run(
             "bench", machine_id=machine["id"], model_id=model_row["id"], model_filename=model_row["model_filename"],

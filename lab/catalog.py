@@ -62,10 +62,8 @@ def catalog_text() -> tuple[str, str]:
 
 
 def _toml_loads(text: str) -> dict[str, Any]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    import tomllib
+
     return tomllib.loads(text)
 
 

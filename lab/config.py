@@ -11,6 +11,8 @@ whole lab at a temporary folder:
 * ``RIGHTSIZER_PROBE_TIMEOUT``  seconds the extra-CPU-buffer-types probe may take (default 300)
 * ``RIGHTSIZER_POWERCAP``  where the CPU energy counters (RAPL) are read (default:
   ``/sys/class/powercap``; a copy of that tree elsewhere, e.g. from a privileged exporter)
+* ``RIGHTSIZER_SYSFS``  the sysfs tree where CPU clocks, temperatures, throttle counters, board
+  power rails (hwmon, INA3221) and the device-tree board model are read (default: ``/sys``)
 
 User settings live in ``<home>/settings.json`` (optional).
 """
@@ -55,6 +57,13 @@ def powercap_root() -> Path:
     """The Linux powercap tree that holds the RAPL energy counters (``intel-rapl:N/energy_uj``)."""
     env = os.environ.get("RIGHTSIZER_POWERCAP")
     return Path(env).expanduser() if env else Path("/sys/class/powercap")
+
+
+def sysfs_root() -> Path:
+    """The sysfs tree the sensors are read from (``devices/system/cpu``, ``class/thermal``,
+    ``class/hwmon``, ``bus/i2c``, ``firmware/devicetree``)."""
+    env = os.environ.get("RIGHTSIZER_SYSFS")
+    return Path(env).expanduser() if env else Path("/sys")
 
 
 def hf_hub_cache() -> Path:

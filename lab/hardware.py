@@ -1,4 +1,5 @@
-"""The machine fingerprint: CPU, RAM, GPUs, OS, and the llama.cpp build with its system_info.
+"""The machine fingerprint: CPU, RAM, GPUs, OS, board, memory type, CPU governor, and the
+llama.cpp build with its system_info; and where a model file is stored (``model_storage``).
 
 Every figure that this machine cannot give is None, never 0 and never guessed. Nothing here
 imports Textual, loads model weights or loads llama.cpp: the build is asked of an engine child
@@ -22,7 +23,7 @@ from typing import Any
 
 import psutil
 
-from lab import __version__, nvml
+from lab import __version__, nvml, sensors
 from lab.engine.buildinfo import FIELDS as _BUILD_FIELDS
 
 GIB = 1 << 30
@@ -109,6 +110,27 @@ def os_name() -> str:
     elif system == "Windows":
         return f"Windows {platform.release()} ({platform.version()})"
     return system
+
+
+def model_storage(path: str | Path) -> tuple[str | None, str | None]:
+    """The file system type and the device of the mount that holds ``path`` (the longest
+    mount point that contains it), e.g. ("ext4", "/dev/mmcblk0p1") for an SD card or
+    ("ext4", "/dev/nvme0n1p2"); (None, None) when the mounts cannot be read."""
+    try:
+        real = os.path.realpath(path)
+        parts = psutil.disk_partitions(all=True)
+    except (OSError, RuntimeError):
+        return None, None
+    best = None
+    for part in parts:
+        mount = part.mountpoint.rstrip("/") or "/"
+        # ">=": of two mounts on one point, the later one (listed last) is on top
+        if (real == mount or real.startswith(mount + "/") or mount == "/") and (
+                best is None or len(mount) >= len(best.mountpoint.rstrip("/") or "/")):
+            best = part
+    if best is None:
+        return None, None
+    return best.fstype or None, best.device or None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,6 +324,10 @@ def _fingerprint() -> tuple[tuple[str, Any], ...]:
         "lab_version": __version__,
         "system_info": llama["system_info"],
         "gpu_offload": None if llama["gpu_offload"] is None else int(llama["gpu_offload"]),
+        # Not in the id: a governor change or a newly readable SMBIOS is not a new machine.
+        "board_model": sensors.board_model(),
+        "memory_type": sensors.memory_type(),
+        "cpu_governor": sensors.cpu_governors(),
     }
     fp = {"id": fingerprint_id(fp), **fp}
     return tuple(fp.items())

@@ -1,9 +1,17 @@
 """The sampler: a thread in the PARENT that watches the engine CHILD process.
 
 One daemon thread takes a ``Sample`` every ``interval`` seconds: the child's RSS, CPU and
-threads (psutil), the machine's available memory, and, where the machine can give them, GPU
-memory, utilisation, power, temperature and energy (NVML) and CPU package energy (RAPL).
-``begin_window()`` / ``end_window()`` bracket one test and give its peak memory and CPU use.
+threads (psutil), its major page faults and storage reads, the machine's available memory and
+swap traffic, and, where the machine can give them, GPU memory, utilisation, power,
+temperature and energy (NVML), CPU package energy (RAPL), the CPU clock, temperature and
+throttle counter, and the board's power rails when neither RAPL nor NVML is there
+(``lab.sensors``). ``begin_window()`` / ``end_window()`` bracket one test and give its peak
+memory and CPU use.
+
+Paging: a model that does not fit is evicted and read again from storage (a memory-mapped
+file) or from swap while it runs; both are major page faults of the engine. A test with more
+than ``SWAP_FAULTS`` major faults during its timed repetitions (after the warm-up, which may
+legitimately read the file) is flagged ``swapped`` (``result_figures()``).
 
 Energy is not taken from the window: ``read_energy()`` reads every counter at once, and the
 caller reads it at the start and the end of each timed repetition; ``energy_over()`` turns
@@ -31,13 +39,20 @@ from typing import Any, Callable, Iterable
 
 import psutil
 
-from lab import config, nvml
+from lab import config, nvml, sensors
 
 log = logging.getLogger(__name__)
 
 # The shortest interval over which the child's CPU percentage is reported (seconds).
 MIN_CPU_INTERVAL = 0.05
 RAPL = "rapl"  # the CPU packages' energy source name; GPUs are "nvml:<index>"
+# Major page faults of the engine during a test's timed repetitions above which the model was
+# being paged. A model that fits faults 0 times after the warm-up; one that does not faults a
+# few times per pass over the weights, since each fault reads ahead a large block of the file.
+SWAP_FAULTS = 2
+# A test whose mean CPU clock is below this share of the run's first-minute clock was throttled.
+THROTTLE_CLOCK_RATIO = 0.9
+REFERENCE_CLOCK_S = 60.0  # the "first minute" of a run, for the throttle reference clock
 
 
 @dataclass
@@ -62,6 +77,15 @@ class Sample:
     gpu_temp_c: float | None = None
     gpu_energy_j: float | None = None
     rapl_energy_j: float | None = None
+    major_faults: int | None = None  # the child's, cumulative
+    paged_in_bytes: int | None = None  # the child's reads from storage (/proc/<pid>/io), cumulative
+    swap_in_pages: int | None = None  # the machine's (/proc/vmstat pswpin), cumulative
+    swap_out_pages: int | None = None
+    cpu_freq_mhz: float | None = None  # the highest core clock
+    cpu_temp_c: float | None = None  # the hottest CPU/SoC sensor
+    throttle_count: int | None = None  # the kernel's thermal throttle events, cumulative
+    board_power_w: float | None = None  # power rails of a board without RAPL/NVML
+    board_energy_j: float | None = None  # their joules since the sampler started
 
     def to_row(self) -> dict[str, Any]:
         """The sample as a ``samples`` row (add run_id, test and tokens before storing)."""
@@ -76,15 +100,24 @@ class WindowStats:
     peak_vram_bytes: int | None  # the child's own VRAM, when NVML lists the child
     mean_cpu_percent: float | None
     n_samples: int
+    min_mem_available_bytes: int | None = None
+    mean_cpu_freq_mhz: float | None = None
+    max_cpu_temp_c: float | None = None
 
 
 @dataclass
 class EnergyReading:
-    """Every energy counter at one instant: source name ("rapl", "nvml:0", ...) -> cumulative
-    joules (None: unreadable now). ``t`` is on the Sampler's clock."""
+    """Every counter at one instant: energy source name ("rapl", "nvml:0", "hwmon:ina3221"
+    ...) -> cumulative joules (None: unreadable now), and the paging and throttle counters.
+    ``t`` is on the Sampler's clock."""
 
     t: float
     counters: dict[str, float | None] = field(default_factory=dict)
+    major_faults: int | None = None
+    paged_in_bytes: int | None = None
+    swap_in_pages: int | None = None
+    swap_out_pages: int | None = None
+    throttle_count: int | None = None
 
 
 @dataclass
@@ -202,6 +235,41 @@ def mem_available() -> int | None:
         return None
 
 
+def swap_counters() -> tuple[int | None, int | None]:
+    """Pages swapped in and out since boot (/proc/vmstat ``pswpin``/``pswpout``); None where
+    the kernel does not say (no /proc, or not Linux)."""
+    found: dict[bytes, int] = {}
+    try:
+        with open("/proc/vmstat", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"pswp"):
+                    key, _, value = line.partition(b" ")
+                    found[key] = int(value)
+    except (OSError, ValueError):
+        pass
+    return found.get(b"pswpin"), found.get(b"pswpout")
+
+
+def process_paging(pid: int) -> tuple[int | None, int | None]:
+    """A process's major page faults (/proc/<pid>/stat ``majflt``) and bytes it caused to be
+    read from storage (/proc/<pid>/io ``read_bytes``); None for what cannot be read."""
+    faults = read_bytes = None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            # fields after the ")" that closes the command name: state is field 3, majflt 12
+            faults = int(fh.read().rpartition(b")")[2].split()[9])
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open(f"/proc/{pid}/io", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"read_bytes:"):
+                    read_bytes = int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return faults, read_bytes
+
+
 def rapl_readable() -> bool:
     """True when this process can read CPU package energy (RAPL) on this machine."""
     reader = RaplReader()
@@ -215,14 +283,17 @@ def nvml_available() -> bool:
     return nvml.available()
 
 
-def energy_sources(offloaded_layers: int, child_gpus: Iterable[int], all_gpus: Iterable[int]) -> list[str]:
+def energy_sources(offloaded_layers: int, child_gpus: Iterable[int], all_gpus: Iterable[int],
+                   board: Iterable[str] = ()) -> list[str]:
     """The energy counters a test uses: the CPU packages always; the GPUs only when layers are
     offloaded, and then those where NVML lists the engine child (all GPUs NVML sees when it
-    lists no process, as in a container whose pid namespace hides host pids)."""
+    lists no process, as in a container whose pid namespace hides host pids); and the board's
+    power monitors (``Sampler.board_sources``, read only where neither RAPL nor NVML is)."""
+    board = list(board)
     if offloaded_layers <= 0:
-        return [RAPL]
+        return [RAPL] + board
     gpus = sorted(set(child_gpus)) or sorted(set(all_gpus))
-    return [RAPL] + [f"nvml:{i}" for i in gpus]
+    return [RAPL] + [f"nvml:{i}" for i in gpus] + board
 
 
 def energy_over(spans: list[tuple[EnergyReading, EnergyReading]], sources: list[str]) -> EnergyFigures:
@@ -278,15 +349,22 @@ class Sampler:
         self._thread: threading.Thread | None = None
         self._window: list[Sample] | None = None
         self._callback_failed = False
+        self._gpu_handles = nvml.handles()  # [] without NVML; NVML starts once per process
+        self.child_gpus: set[int] = set()  # NVML indices of the GPUs where the child holds memory
+        self._rapl = RaplReader()
+        self._clock = sensors.CpuClock()
+        self._temp = sensors.CpuTemperature()
+        self._throttle = sensors.ThrottleCounter()
+        # A board's rails include the CPU and GPU: read them only where nothing finer is there.
+        self._board = sensors.BoardPower() if not (self._rapl.ok or self._gpu_handles) else None
+        self._first_clocks: list[float] = []  # CPU clocks of the first minute: the throttle reference
+        # Primed last, so that opening the readers above does not stretch the first interval.
         try:
             self._proc: psutil.Process | None = psutil.Process(pid)
             self._proc.cpu_percent(None)  # primes the counter; the first sample's cpu is None
             self._cpu_since = time.monotonic()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             self._proc = None
-        self._gpu_handles = nvml.handles()  # [] without NVML; NVML starts once per process
-        self.child_gpus: set[int] = set()  # NVML indices of the GPUs where the child holds memory
-        self._rapl = RaplReader()
 
     # -- public --------------------------------------------------------------------------------
 
@@ -308,6 +386,9 @@ class Sampler:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
         self._rapl.close()
+        for reader in (self._clock, self._temp, self._throttle, self._board):
+            if reader is not None:
+                reader.close()
 
     def begin_window(self) -> None:
         """Start a test window: take a sample (with the energy counters) right now."""
@@ -321,13 +402,34 @@ class Sampler:
         """NVML indices of every GPU this sampler reads."""
         return [key for key, _ in self._gpu_handles]
 
-    def read_energy(self) -> EnergyReading:
-        """Read every energy counter now: RAPL (all CPU packages) and each GPU's total energy."""
+    @property
+    def board_sources(self) -> list[str]:
+        """The board power monitors' energy sources ("hwmon-power:ina3221" ...); [] where
+        RAPL or NVML is read instead, or where the board has none."""
+        return list(self._board.sources) if self._board is not None else []
+
+    def reference_clock_mhz(self) -> float | None:
+        """The mean CPU clock over the first minute of sampling (the run's own reference for
+        ``throttled``); None where no clock is readable."""
         with self._lock:
+            return _mean(self._first_clocks)
+
+    def read_energy(self) -> EnergyReading:
+        """Read every counter now: RAPL (all CPU packages), each GPU's total energy, the
+        board's rails (where read), the child's major faults and storage reads, the machine's
+        swap traffic and the thermal throttle counter."""
+        with self._lock:
+            t = self.now()
             counters: dict[str, float | None] = {RAPL: self._rapl.read() if self._rapl.ok else None}
             for key, handle in self._gpu_handles:
                 counters[f"nvml:{key}"] = nvml.read_energy_j(handle, key)
-            return EnergyReading(t=self.now(), counters=counters)
+            if self._board is not None:
+                counters.update(self._board.read(t))
+            faults, read_bytes = process_paging(self.pid) if self._proc is not None else (None, None)
+            swap_in, swap_out = swap_counters()
+            return EnergyReading(t=t, counters=counters, major_faults=faults, paged_in_bytes=read_bytes,
+                                 swap_in_pages=swap_in, swap_out_pages=swap_out,
+                                 throttle_count=self._throttle.read() if self._throttle.ok else None)
 
     def end_window(self) -> WindowStats:
         """Close the test window: take a last sample now and summarise the window's samples."""
@@ -362,6 +464,7 @@ class Sampler:
             self._read_gpus(sample)
         if self._rapl.ok:
             sample.rapl_energy_j = self._rapl.read()
+        self._read_heat(sample)
         self.latest = sample
         if self._window is not None:
             self._window.append(sample)
@@ -404,6 +507,23 @@ class Sampler:
         except psutil.AccessDenied:
             sample.rss_bytes = sample.cpu_percent = sample.n_threads = None
 
+    def _read_heat(self, sample: Sample) -> None:
+        if self._proc is not None:
+            sample.major_faults, sample.paged_in_bytes = process_paging(self.pid)
+        sample.swap_in_pages, sample.swap_out_pages = swap_counters()
+        if self._clock.ok:
+            sample.cpu_freq_mhz = self._clock.read()
+            if sample.cpu_freq_mhz is not None and sample.t <= REFERENCE_CLOCK_S:
+                self._first_clocks.append(sample.cpu_freq_mhz)
+        if self._temp.ok:
+            sample.cpu_temp_c = self._temp.read()
+        if self._throttle.ok:
+            sample.throttle_count = self._throttle.read()
+        if self._board is not None and self._board.ok:
+            joules = self._board.read(sample.t)
+            sample.board_power_w = self._board.power_w
+            sample.board_energy_j = sum(joules.values()) if None not in joules.values() else None  # type: ignore[arg-type]
+
     def _read_gpus(self, sample: Sample) -> None:
         readings = nvml.read_gpus(self._gpu_handles, pid=self.pid, details=False)
         used = [g.memory_used for g in readings]
@@ -438,6 +558,8 @@ def summarize(window: list[Sample]) -> WindowStats:
         return WindowStats(None, None, None, 0)
     rss = [s.rss_bytes for s in window if s.rss_bytes is not None]
     own_vram = [s.gpu_proc_mem_bytes for s in window if s.gpu_proc_mem_bytes is not None]
+    available = [s.mem_available_bytes for s in window if s.mem_available_bytes is not None]
+    temps = [s.cpu_temp_c for s in window if s.cpu_temp_c is not None]
     return WindowStats(
         peak_rss_bytes=max(rss) if rss else None,
         # the child's own VRAM only: the device-wide figure includes other processes (a
@@ -445,4 +567,56 @@ def summarize(window: list[Sample]) -> WindowStats:
         peak_vram_bytes=max(own_vram) if own_vram else None,
         mean_cpu_percent=_mean([s.cpu_percent for s in window if s.cpu_percent is not None]),
         n_samples=len(window),
+        min_mem_available_bytes=min(available) if available else None,
+        mean_cpu_freq_mhz=_mean([s.cpu_freq_mhz for s in window if s.cpu_freq_mhz is not None]),
+        max_cpu_temp_c=max(temps) if temps else None,
     )
+
+
+def _spans_delta(spans: list[tuple[EnergyReading, EnergyReading]], name: str) -> int | None:
+    """The increase of one counter over the timed spans; None when it was unreadable at either
+    end of a span or went backwards (a new process, a reset)."""
+    if not spans:
+        return None
+    total = 0
+    for start, end in spans:
+        delta = _counter_delta(getattr(start, name), getattr(end, name))
+        if delta is None:
+            return None
+        total += int(delta)
+    return total
+
+
+def result_figures(spans: list[tuple[EnergyReading, EnergyReading]], window: WindowStats | None,
+                 reference_clock_mhz: float | None) -> dict[str, Any]:
+    """A result's paging and heat columns from its timed spans (``read_energy()`` at the start
+    and end of each repetition) and its window: major faults and storage reads of the engine,
+    the machine's swap-ins/outs, the lowest available memory, the mean CPU clock and hottest
+    temperature, and the two flags. ``swapped`` is 1 when the major faults exceed
+    ``SWAP_FAULTS``; ``throttled`` is 1 when the throttle counter rose or the clock fell below
+    ``THROTTLE_CLOCK_RATIO`` of the run's first-minute clock. A flag is None (NULL) when
+    nothing it is decided on could be read."""
+    faults = _spans_delta(spans, "major_faults")
+    throttle_events = _spans_delta(spans, "throttle_count")
+    clock = window.mean_cpu_freq_mhz if window is not None else None
+    signals = [] if throttle_events is None else [throttle_events > 0]
+    if clock is not None and reference_clock_mhz:
+        signals.append(clock < THROTTLE_CLOCK_RATIO * reference_clock_mhz)
+    return {
+        "major_faults": faults,
+        "paged_in_bytes": _spans_delta(spans, "paged_in_bytes"),
+        "swap_in_pages": _spans_delta(spans, "swap_in_pages"),
+        "swap_out_pages": _spans_delta(spans, "swap_out_pages"),
+        "min_mem_available_bytes": window.min_mem_available_bytes if window is not None else None,
+        "mean_cpu_freq_mhz": clock,
+        "max_cpu_temp_c": window.max_cpu_temp_c if window is not None else None,
+        "swapped": None if faults is None else int(faults > SWAP_FAULTS),
+        "throttled": int(any(signals)) if signals else None,
+    }
+
+
+def is_swapped(row: dict[str, Any]) -> bool:
+    """True when a result was measured while its model was being paged (``swapped`` = 1): its
+    speed and memory figures are those of a model that does not fit, so it does not meet a
+    memory limit whatever its peak RSS says. False for 0 and for NULL (not measured)."""
+    return bool(row.get("swapped"))

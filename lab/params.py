@@ -20,6 +20,7 @@ PAIR_SEPARATOR = ";"
 AXIS_LIMITS: dict[str, tuple[int | None, int | None]] = {
     "n_prompt": (0, None), "n_gen": (0, None), "n_depth": (0, None), "threads": (1, None),
     "n_gpu_layers": (-1, None), "n_batch": (1, None), "n_ubatch": (1, None), "mmap": (0, 1), "repack": (0, 1),
+    "n_pp": (1, None), "n_tg": (1, None), "n_pl": (1, None),
 }
 
 

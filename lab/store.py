@@ -55,6 +55,7 @@ _MACHINE_COLUMNS: dict[str, Any] = {
     # Cost settings the user gives once per machine (``rightsizer machine set``).
     "price_usd": float, "lifetime_years": float, "utilization": float, "power_usd_per_kwh": float,
     "watts": float,
+    "board_model": str, "memory_type": str, "cpu_governor": str,
 }
 
 _MODEL_COLUMNS: dict[str, Any] = {
@@ -73,6 +74,8 @@ _RUN_COLUMNS: dict[str, Any] = {
     "llama_cpp_version": str, "build_commit": str, "n_gpu_layers": int, "use_mmap": int,
     "load_ms": float, "est_memory_bytes": int, "peak_rss_bytes": int, "peak_vram_bytes": int,
     "label": str, "warnings": str,
+    "plan_step": str,  # the plan step this run measured (lab.plan_run), so a rerun can skip it
+    "model_fs_type": str, "model_device": str,
 }
 
 _RESULT_COLUMNS: dict[str, Any] = {
@@ -92,7 +95,17 @@ _RESULT_COLUMNS: dict[str, Any] = {
     "alloc_output_bytes": int, "est_alloc_bytes": int,
     "ttft_ms": float, "itl_p50_ms": float, "itl_p95_ms": float, "itl_p99_ms": float,
     "e2e_ms": float, "n_generated": int, "n_prompt_tokens": int, "n_prompts": int,
+    # many sequences in one context (llama-batched-bench's B, N_KV, T_PP, S_PP, T_TG, S_TG, T, S)
+    "n_seq": int, "pp_shared": int, "kv_unified": int, "n_kv": int, "t_pp": float, "s_pp": float,
+    "t_tg": float, "s_tg": float, "t_total": float, "s_total": float, "samples_pp_ns": str,
+    "samples_tg_ns": str,
     "test_time": str, "chat_template": str,
+    "major_faults": int, "paged_in_bytes": int, "swap_in_pages": int, "swap_out_pages": int,
+    "min_mem_available_bytes": int, "swapped": int, "mean_cpu_freq_mhz": float,
+    "max_cpu_temp_c": float, "throttled": int, "model_fs_type": str, "model_device": str,
+    "sustained_s": float, "sustained_window_s": float, "sustained_first_ts": float,
+    "sustained_last_ts": float, "sustained_decay_pct": float, "sustained_first_mhz": float,
+    "sustained_last_mhz": float, "clocks_dropped": int,
 }
 
 _SAMPLE_COLUMNS: dict[str, Any] = {
@@ -100,6 +113,9 @@ _SAMPLE_COLUMNS: dict[str, Any] = {
     "n_threads": int, "mem_available_bytes": int, "gpu_mem_used_bytes": int,
     "gpu_proc_mem_bytes": int, "gpu_util": float, "gpu_power_w": float, "gpu_temp_c": float,
     "gpu_energy_j": float, "rapl_energy_j": float, "tokens": int,
+    "major_faults": int, "paged_in_bytes": int, "swap_in_pages": int, "swap_out_pages": int,
+    "cpu_freq_mhz": float, "cpu_temp_c": float, "throttle_count": int, "board_power_w": float,
+    "board_energy_j": float,
 }
 
 _QUALITY_COLUMNS: dict[str, Any] = {

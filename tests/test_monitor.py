@@ -404,3 +404,119 @@ def test_gpu_figures_are_aggregated_and_unsupported_calls_become_none(monkeypatc
     readings = data.read_gpus()
     assert [(g.index, g.memory_used, g.util, g.power_w, g.temp_c) for g in readings] == [
         (0, 2**30, 50.0, 250.0, 60.0), (1, 2 * 2**30, 60.0, None, 61.0)]
+
+
+# --- paging and heat -------------------------------------------------------------------------
+
+READER = r"""
+import mmap, sys
+f = open(sys.argv[1], "rb")
+m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+print("ok", flush=True)
+sys.stdin.readline()
+total = sum(m[off] for off in range(0, len(m), 4096))  # touch every page
+print("ok", flush=True)
+sys.stdin.readline()
+"""
+
+
+def evict_from_page_cache(path: Path) -> None:
+    """Drop a file's pages from the page cache, so that its next reader reads it from storage
+    (and that reader's memory cgroup pays for the pages)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+@needs_proc
+def test_major_faults_and_storage_reads_of_the_child_are_counted(tmp_path: Path) -> None:
+    from lab.hardware import model_storage
+
+    if model_storage(tmp_path)[0] in ("tmpfs", "ramfs", None):
+        pytest.skip("the temporary folder is in memory: its pages cannot be evicted and read again")
+    data = tmp_path / "weights.bin"
+    data.write_bytes(os.urandom(16 * MIB))
+    evict_from_page_cache(data)
+    proc = subprocess.Popen([sys.executable, "-c", READER, str(data)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, bufsize=1)
+    try:
+        assert proc.stdout.readline().strip() == "ok"
+        sampler = Sampler(proc.pid, interval=0.02)
+        sampler.start()
+        before = sampler.read_energy()
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "ok"
+        after = sampler.read_energy()
+        sampler.stop()
+    finally:
+        proc.kill()
+        proc.wait()
+    faults = after.major_faults - before.major_faults
+    read = after.paged_in_bytes - before.paged_in_bytes
+    # every page came from storage: at least one fault (read-ahead brings the rest), and the file
+    assert faults >= 1 and read >= 16 * MIB * 0.9
+    assert before.swap_in_pages is not None and after.swap_in_pages >= before.swap_in_pages
+    assert sampler.latest.major_faults == after.major_faults or sampler.latest.major_faults >= before.major_faults
+    figures = monitor.result_figures([(before, after)], None, None)
+    assert figures["major_faults"] == faults and figures["paged_in_bytes"] == read
+    assert figures["swapped"] == int(faults > monitor.SWAP_FAULTS)
+
+
+def _reading(t: float, faults: int | None, throttle: int | None = None) -> EnergyReading:
+    return EnergyReading(t=t, major_faults=faults, paged_in_bytes=faults and faults * 131072,
+                         swap_in_pages=0, swap_out_pages=0, throttle_count=throttle)
+
+
+def test_swapped_is_decided_on_the_timed_repetitions_faults() -> None:
+    limit = monitor.SWAP_FAULTS
+    # the faults between repetitions (a depth fill, the warm-up) do not count
+    calm = [(_reading(0, 10), _reading(1, 10)), (_reading(2, 500), _reading(3, 500 + limit))]
+    figures = monitor.result_figures(calm, None, None)
+    assert (figures["major_faults"], figures["swapped"]) == (limit, 0)
+    paged = [(_reading(0, 10), _reading(1, 11)), (_reading(2, 500), _reading(3, 500 + limit))]
+    figures = monitor.result_figures(paged, None, None)
+    assert (figures["major_faults"], figures["swapped"]) == (limit + 1, 1)
+    assert figures["paged_in_bytes"] == (limit + 1) * 131072
+    assert monitor.is_swapped(figures) and not monitor.is_swapped({"swapped": 0})
+    assert not monitor.is_swapped({"swapped": None}) and not monitor.is_swapped({})
+    # unreadable (another OS) or a counter that went backwards: NULL, not 0
+    for spans in ([(_reading(0, None), _reading(1, 4))], [(_reading(0, 9), _reading(1, 4))], []):
+        figures = monitor.result_figures(spans, None, None)
+        assert figures["major_faults"] is None and figures["swapped"] is None
+
+
+def test_throttled_from_the_kernel_counter_or_the_clock() -> None:
+    from lab.monitor import WindowStats
+
+    def window(mhz: float | None) -> WindowStats:
+        return WindowStats(None, None, None, 3, min_mem_available_bytes=7, mean_cpu_freq_mhz=mhz, max_cpu_temp_c=70.0)
+
+    still = [(_reading(0, 0, throttle=4), _reading(1, 0, throttle=4))]
+    rising = [(_reading(0, 0, throttle=4), _reading(1, 0, throttle=6))]
+    assert monitor.result_figures(still, window(None), None)["throttled"] == 0
+    assert monitor.result_figures(rising, window(None), None)["throttled"] == 1
+    no_counter = [(_reading(0, 0), _reading(1, 0))]
+    assert monitor.result_figures(no_counter, window(1900.0), 2000.0)["throttled"] == 0
+    figures = monitor.result_figures(no_counter, window(1700.0), 2000.0)  # below 90% of the reference
+    assert figures["throttled"] == 1 and figures["mean_cpu_freq_mhz"] == 1700.0
+    assert figures["max_cpu_temp_c"] == 70.0 and figures["min_mem_available_bytes"] == 7
+    # neither a counter nor a clock (this VM): not measured
+    assert monitor.result_figures(no_counter, window(None), None)["throttled"] is None
+    assert monitor.result_figures(no_counter, window(1700.0), None)["throttled"] is None
+
+
+def test_summarize_gives_the_lowest_available_memory_and_the_clock() -> None:
+    window = [Sample(t=0.0, mem_available_bytes=900, cpu_freq_mhz=2000.0, cpu_temp_c=60.0),
+              Sample(t=0.1, mem_available_bytes=300, cpu_freq_mhz=1000.0, cpu_temp_c=None),
+              Sample(t=0.2, mem_available_bytes=None, cpu_freq_mhz=None, cpu_temp_c=65.5)]
+    stats = summarize(window)
+    assert (stats.min_mem_available_bytes, stats.mean_cpu_freq_mhz, stats.max_cpu_temp_c) == (300, 1500.0, 65.5)
+
+
+def test_energy_sources_add_the_board_after_the_devices() -> None:
+    assert energy_sources(0, set(), [], ["hwmon-power:ina3221"]) == ["rapl", "hwmon-power:ina3221"]
+    assert energy_sources(5, {0}, [0], ["hwmon:x"]) == ["rapl", "nvml:0", "hwmon:x"]

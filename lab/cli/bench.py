@@ -51,7 +51,8 @@ def _ts(row: dict[str, Any]) -> str:
     if row.get("avg_ts") is None:
         return NA
     text = f"{row['avg_ts']:.2f} ± {(row.get('stddev_ts') or 0):.2f}"
-    return text + " (noisy)" if row.get("noisy") else text
+    flags = [flag for flag in ("noisy", "swapped", "throttled") if row.get(flag)]
+    return text + f" ({', '.join(flags)})" if flags else text
 
 
 def _ms(value: Any) -> str:
@@ -88,6 +89,36 @@ CHAT_COLUMNS = [
 CSV_COLUMNS = [*BENCH_COLUMNS, CHAT_COLUMNS[-1]]
 
 
+def _secs(value: Any) -> str:
+    return f"{value:.3f}"
+
+
+def _speed(value: Any) -> str:
+    return f"{value:.2f}"
+
+
+# llama-batched-bench's table, plus memory
+BATCHED_COLUMNS = [
+    Column("model_type", "model", align="left"),
+    Column("n_threads", "threads"),
+    Column("n_prompt", "PP"),
+    Column("n_gen", "TG"),
+    Column("n_seq", "B"),
+    Column("n_kv", "N_KV"),
+    Column("t_pp", "T_PP s", _secs),
+    Column("s_pp", "S_PP t/s", _speed),
+    Column("t_tg", "T_TG s", _secs),
+    Column("s_tg", "S_TG t/s", _speed),
+    Column("t_total", "T s", _secs),
+    Column("s_total", "S t/s", _speed),
+    Column("peak_rss_bytes", "peak RSS", human_bytes),
+    Column("peak_vram_bytes", "VRAM", human_bytes),
+    Column("kv_bytes", "KV cache", human_bytes),
+]
+BATCHED_NOTE = ("KV cache: the KV buffer llama.cpp allocates for the row (N_KV rounded up to 256 cells "
+                "per sequence), computed from the GGUF header")
+
+
 RSS_MARK = "*"
 RSS_NOTE = ("peak RSS since the engine started: the per-test reset (/proc/self/clear_refs) "
             "failed here, so a test's figure can include an earlier test's peak")
@@ -96,10 +127,12 @@ RSS_NOTE = ("peak RSS since the engine started: the per-test reset (/proc/self/c
 def json_record(row: dict[str, Any], machine: dict[str, Any] | None) -> dict[str, Any]:
     """A result in llama-bench's JSON shape plus Rightsizer's figures."""
     rec = dict(row)
-    for key in ("samples_ns", "samples_ts", "energy_by_source", "energy_samples_j"):
+    for key in ("samples_ns", "samples_ts", "energy_by_source", "energy_samples_j", "samples_pp_ns", "samples_tg_ns"):
         if isinstance(rec.get(key), str):
             rec[key] = json.loads(rec[key])
     rec["noisy"] = bool(rec.get("noisy"))
+    for flag in ("swapped", "throttled", "clocks_dropped"):  # NULL stays null: not measured
+        rec[flag] = None if rec.get(flag) is None else bool(rec[flag])
     rec["rss_reset_failed"] = bool(rec.get("rss_reset_failed"))
     if machine:
         for key in ("cpu_info", "gpu_info", "build_commit", "backends"):
@@ -107,6 +140,10 @@ def json_record(row: dict[str, Any], machine: dict[str, Any] | None) -> dict[str
             if rec.get(key) is None:
                 rec[key] = machine.get(key)
     rec.pop("ts", None)
+    if rec.get("n_kv") is not None:  # a batched row also speaks llama-batched-bench's jsonl
+        from lab.engine.batched import jsonl_keys
+
+        rec.update(jsonl_keys(rec))
     return rec
 
 
@@ -211,6 +248,14 @@ class _Progress:
 @click.option("--force", is_flag=True, help="Run even when the memory estimate exceeds available memory.")
 @click.option("--timeout", type=float, default=None, help="Stop a model's run after this many seconds.")
 @click.option("--label", default=None, help="A note stored with the run.")
+@click.option("--sustained", "sustained_s", type=float, default=None, metavar="SECONDS", help="Run each tg test back to back for SECONDS and report first- vs last-minute t/s (heat).")
+@click.option("--batched", is_flag=True, help="Many sequences in one context, as llama-batched-bench (-npp/-ntg/-npl; -r defaults to 1).")
+@click.option("-npp", "n_pp", default="128", callback=_ints("-npp", "n_pp"), help="--batched: prompt tokens per sequence, comma list.", show_default=True)
+@click.option("-ntg", "n_tg", default="128", callback=_ints("-ntg", "n_tg"), help="--batched: tokens generated per sequence, comma list.", show_default=True)
+@click.option("-npl", "n_pl", default="1,2,4,8", callback=_ints("-npl", "n_pl"), help="--batched: sequences decoded together (B), comma list.", show_default=True)
+@click.option("-pps", "pp_shared", is_flag=True, help="--batched: one prompt shared by all sequences (decoded once, then copied).")
+@click.option("-kvu", "kv_unified", is_flag=True, help="--batched: one unified KV buffer for all sequences.")
+@click.option("-c", "--ctx-size", "batched_ctx", type=int, default=None, help="--batched: most context a row may use (default: the model's training context).")
 @format_option()
 @db_option
 def bench(models: tuple[str, ...], n_prompt: list[int], n_gen: list[int], pg: list[tuple[int, int]],
@@ -218,7 +263,9 @@ def bench(models: tuple[str, ...], n_prompt: list[int], n_gen: list[int], pg: li
           batch_size: list[int], ubatch_size: list[int], flash_attn: list[int], cache_type_k: list[str],
           cache_type_v: list[str], mmap: list[int], repack: list[int] | None, chat: bool,
           prompts_file: Path | None, chat_max_tokens: int, no_warmup: bool, force: bool,
-          timeout: float | None, label: str | None, fmt: str, db_path: Path | None) -> None:
+          timeout: float | None, label: str | None, sustained_s: float | None, batched: bool, n_pp: list[int],
+          n_tg: list[int], n_pl: list[int], pp_shared: bool, kv_unified: bool, batched_ctx: int | None, fmt: str,
+          db_path: Path | None) -> None:
     """Benchmark MODELS (paths, library names or 'demo') with llama-bench's tests.
 
     ``endpoint:NAME`` (see ``rightsizer endpoints``) runs the chat test through the endpoint's
@@ -226,6 +273,7 @@ def bench(models: tuple[str, ...], n_prompt: list[int], n_gen: list[int], pg: li
 
     Every option takes a comma list; the run covers the cartesian product. Each model instance
     runs in its own engine process under the monitor; every figure is stored as it arrives.
+    With --batched, the tests are llama-batched-bench's instead: B sequences in one context.
     """
     from lab.bench import BenchOptions, plan, run_bench
     from lab.endpoints import endpoint_name
@@ -235,17 +283,21 @@ def bench(models: tuple[str, ...], n_prompt: list[int], n_gen: list[int], pg: li
     if remote and not chat:
         raise click.UsageError(f"{remote[0]} is an endpoint: it has the chat test only; add --chat")
     local = [m for m in models if not endpoint_name(m)]
+    repetitions = _batched_flags(batched, repetitions)
+
     options = BenchOptions(
         models=local, n_prompt=n_prompt, n_gen=n_gen, pg=pg, n_depth=n_depth,
         repetitions=repetitions, threads=threads or [], n_gpu_layers=n_gpu_layers, n_batch=batch_size,
         n_ubatch=ubatch_size, flash_attn=flash_attn, type_k=cache_type_k, type_v=cache_type_v, mmap=mmap,
         repack=repack, chat=chat, prompts_file=prompts_file, chat_max_tokens=chat_max_tokens,
-        warmup=not no_warmup, force=force, timeout=timeout, label=label,
+        warmup=not no_warmup, force=force, timeout=timeout, label=label, sustained_s=sustained_s,
+        batched=batched, n_pp=n_pp, n_tg=n_tg, n_pl=n_pl, pp_shared=pp_shared, kv_unified=kv_unified,
+        batched_ctx=batched_ctx,
     )
     plans = plan(options) if local else []
     store = open_store(db_path)
     progress = _Progress(sys.stderr.isatty())
-    printer = _RowPrinter(fmt)
+    printer = _RowPrinter(fmt, BATCHED_COLUMNS if batched else BENCH_COLUMNS)
 
     warned: set[str] = set()
 
@@ -286,11 +338,32 @@ def _bench_endpoints(store: Any, names: list[str], options: Any, on_event: Any) 
                            on_event=on_event) for e in endpoints]
 
 
+def _batched_flags(batched: bool, repetitions: int) -> int:
+    """Refuse flags of the other mode; the repetitions to run (llama-batched-bench runs each
+    row once, so --batched defaults to 1)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    given = {name for name in ctx.params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    own = {"n_pp": "-npp", "n_tg": "-ntg", "n_pl": "-npl", "pp_shared": "-pps", "kv_unified": "-kvu", "batched_ctx": "-c"}
+    other = {"n_prompt": "-p", "n_gen": "-n", "pg": "-pg", "n_depth": "-d", "chat": "--chat"}
+    if batched and given & other.keys():
+        flags = ", ".join(other[k] for k in other if k in given)
+        raise LabError(f"--batched runs llama-batched-bench's tests; {flags} belong to single-sequence tests (use -npp/-ntg/-npl)")
+    if not batched and given & own.keys():
+        flags = ", ".join(own[k] for k in own if k in given)
+        raise LabError(f"{flags} need --batched")
+    if batched and "repetitions" not in given:
+        return 1
+    return repetitions
+
+
 class _RowPrinter:
     """Prints results as they complete (table/md/csv/jsonl); json prints once at the end."""
 
-    def __init__(self, fmt: str):
+    def __init__(self, fmt: str, columns: list[Column] | None = None):
         self.fmt = fmt
+        self.columns = columns or BENCH_COLUMNS
         self.rows: list[dict[str, Any]] = []
         self.widths: list[int] | None = None
 
@@ -303,8 +376,13 @@ class _RowPrinter:
             self._stream_table_row(row)
         elif self.fmt == "csv":
             if len(self.rows) == 1:
-                click.echo(",".join(c.key for c in CSV_COLUMNS))
-            click.echo(",".join("" if row.get(c.key) is None else str(row.get(c.key)).replace(",", ";") for c in CSV_COLUMNS))
+                click.echo(",".join(c.key for c in self._csv_columns()))
+            click.echo(",".join("" if row.get(c.key) is None else str(row.get(c.key)).replace(",", ";")
+                                for c in self._csv_columns()))
+
+    def _csv_columns(self) -> list[Any]:
+        # single-sequence rows add the chat template (empty for pp/tg) as the last column
+        return CSV_COLUMNS if self.columns is BENCH_COLUMNS else self.columns
 
     def _stream_table_row(self, row: dict[str, Any]) -> None:
         cols = self._columns()
@@ -313,7 +391,8 @@ class _RowPrinter:
         if self.widths is None:
             self.widths = [max(len(c.title), len(v), 8) for c, v in zip(cols, cells)]
             self.widths[0] = max(self.widths[0], 24)
-            self.widths[7] = max(self.widths[7], 20)
+            if cols is BENCH_COLUMNS:
+                self.widths[7] = max(self.widths[7], 20)
             click.echo(self._line([c.title for c in cols], cols))
             click.echo("| " + " | ".join(("-" * (w - 1) + ":") if c.align == "right" else "-" * w for w, c in zip(self.widths, cols)) + " |")
         click.echo(self._line(cells, cols))
@@ -324,7 +403,7 @@ class _RowPrinter:
         return "| " + " | ".join(parts) + " |"
 
     def _columns(self) -> list[Column]:
-        return BENCH_COLUMNS
+        return self.columns
 
     def finish(self, store: Any) -> None:
         chats = [r for r in self.rows if r["test"] == "chat"]
@@ -333,8 +412,26 @@ class _RowPrinter:
             click.echo(render_table(chats, CHAT_COLUMNS))
         if self.fmt in ("table", "md") and any(r.get("rss_reset_failed") for r in self.rows):
             click.echo(f"{RSS_MARK} {RSS_NOTE}")
+        for row in self.rows:
+            if self.fmt in ("table", "md") and row.get("sustained_s"):
+                click.echo(sustained_line(row))
+        if self.fmt in ("table", "md") and self.columns is BATCHED_COLUMNS and self.rows:
+            click.echo(BATCHED_NOTE)
         if self.fmt == "json":
             click.echo(json.dumps([json_record(r, _machine()) for r in self.rows], indent=2, default=str))
+
+
+def sustained_line(row: dict[str, Any]) -> str:
+    """A sustained test in one sentence: first vs last window t/s, decay, clocks."""
+    def num(value: Any, spec: str) -> str:
+        return NA if value is None else format(value, spec)
+
+    window = row.get("sustained_window_s")
+    span = "minute" if window == 60 else f"{num(window, '.3g')} s"
+    dropped = {None: f"{NA} (no CPU clock readable)", 0: "no", 1: "yes"}[row.get("clocks_dropped")]
+    return (f"sustained {row['test']} for {row['sustained_s']:.0f} s: first {span} {num(row.get('sustained_first_ts'), '.2f')} t/s, "
+            f"last {span} {num(row.get('sustained_last_ts'), '.2f')} t/s, decay {num(row.get('sustained_decay_pct'), '.1f')}%, "
+            f"clocks dropped: {dropped}")
 
 
 _machine_cache: dict[str, Any] | None = None

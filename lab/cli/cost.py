@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from lab.cli import db_option, open_store
+from lab.cli.db import db_option, open_store
 from lab.cli.output import Column, emit, format_option
 
 
@@ -28,6 +28,7 @@ COST_COLUMNS = [
 
 
 @click.group("machine")
+@db_option
 def machine() -> None:
     """This machine's cost settings."""
 

@@ -26,8 +26,14 @@ _ROWS: list[tuple[str, str, str]] = [
     ("cpu_info", "cpu", "text"),
     ("cpu_cores", "cpu cores", "text"),
     ("cpu_threads", "cpu threads", "text"),
+    ("board_model", "board", "text"),
+    ("cpu_governor", "cpu governor", "text"),
+    ("cpu_freq_mhz", "cpu clock now", "mhz"),
+    ("cpu_temp_c", "cpu temperature now", "celsius"),
+    ("throttle_count", "thermal throttle events", "text"),
     ("usable_physical_cores", "default threads", "text"),
     ("ram_bytes", "ram", "bytes"),
+    ("memory_type", "memory type", "text"),
     ("memory_available_bytes", "ram available", "bytes"),
     ("gpu_info", "gpu", "text"),
     ("gpu_count", "gpu count", "text"),
@@ -41,6 +47,8 @@ _ROWS: list[tuple[str, str, str]] = [
     ("gpu_offload", "gpu offload compiled in", "bool"),
     ("system_info", "system_info", "text"),
     ("rapl_readable", "cpu energy (RAPL) readable", "bool"),
+    ("board_power", "board power (hwmon, INA3221)", "text"),
+    ("paging_readable", "swap and major faults readable", "bool"),
     ("extra_bufts", "extra CPU buffer types", "text"),
     ("proc_available", "/proc available", "bool"),
     ("python_version", "python", "text"),
@@ -48,6 +56,7 @@ _ROWS: list[tuple[str, str, str]] = [
     ("lab_home", "lab home", "text"),
     ("db_path", "database", "text"),
     ("models_dir", "models folder", "text"),
+    ("models_dir_storage", "models folder storage", "text"),
 ]
 
 
@@ -58,6 +67,10 @@ def _show(value: Any, kind: str) -> Any:
         return f"{human_bytes(value)} ({value} B)"
     if kind == "bool":
         return "yes" if value else "no"
+    if kind == "mhz":
+        return f"{value:.0f} MHz"
+    if kind == "celsius":
+        return f"{value:.1f} °C"
     return value
 
 
@@ -66,10 +79,12 @@ def collect() -> dict[str, Any]:
     build details, what the monitor can read here, and the lab's paths."""
     import os
 
-    from lab import config, hardware, monitor, nvml
+    from lab import config, hardware, monitor, nvml, sensors
 
     llama = hardware.llama_cpp_info()
     info = hardware.fingerprint()
+    rapl = monitor.rapl_readable()
+    fs_type, device = hardware.model_storage(config.models_dir())  # need not exist yet
     info.update(
         llama_cpp_library_version=llama["llama_version"],
         ggml_version=llama["ggml_version"],
@@ -81,7 +96,10 @@ def collect() -> dict[str, Any]:
         gpus=[g.to_dict() for g in hardware.gpus()],
         memory_available_bytes=hardware.memory_available(),
         usable_physical_cores=hardware.physical_cores(),
-        rapl_readable=monitor.rapl_readable(),
+        rapl_readable=rapl,
+        **sensors.report(finer_power=rapl or nvml.available()),
+        paging_readable=None not in monitor.swap_counters() and None not in monitor.process_paging(os.getpid()),
+        models_dir_storage=f"{fs_type} on {device}" if fs_type else None,
         extra_bufts=_extra_bufts_summary(),
         proc_available=os.path.isdir("/proc/self") and os.path.exists("/proc/self/status"),
         lab_home=str(config.lab_home()),

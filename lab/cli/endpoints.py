@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from lab.cli import db_option, open_store
+from lab.cli.db import db_option, open_store
 from lab.cli.output import Column, emit, format_option
 
 
@@ -26,6 +26,7 @@ ENDPOINT_COLUMNS = [
 
 
 @click.group("endpoints", invoke_without_command=True)
+@db_option
 @click.pass_context
 def endpoints(ctx: click.Context) -> None:
     """OpenAI-compatible endpoints, by name (the API key is read from an environment variable

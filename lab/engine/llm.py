@@ -212,13 +212,14 @@ class Context:
 
     def __init__(self, model: Model, *, n_ctx: int, n_batch: int = 2048, n_ubatch: int = 512,
                  n_threads: int = 1, flash_attn: int = -1, type_k: str = "f16", type_v: str = "f16",
-                 n_seq_max: int = 1):
+                 n_seq_max: int = 1, kv_unified: bool = False):
         L = lib()
         p = L.llama_context_default_params()
         p.n_ctx = int(n_ctx)
         p.n_batch = int(n_batch)
         p.n_ubatch = int(n_ubatch)
         p.n_seq_max = int(n_seq_max)
+        p.kv_unified = bool(kv_unified)
         p.n_threads = int(n_threads)
         p.n_threads_batch = int(n_threads)
         p.flash_attn_type = int(flash_attn)

@@ -66,10 +66,17 @@ class TestSpec:
     n_prompt: int = 0
     n_gen: int = 0
     n_depth: int = 0
-    kind: str = "bench"  # "bench" or "chat"
+    kind: str = "bench"  # "bench", "chat" or "batched"
+    # batched (llama-batched-bench): n_seq sequences in one context, prompt shared or not
+    n_seq: int = 1
+    pp_shared: bool = False
+    kv_unified: bool = False
 
     @property
     def name(self) -> str:
+        if self.kind == "batched":
+            flags = (" pps" if self.pp_shared else "") + (" kvu" if self.kv_unified else "")
+            return f"pp{self.n_prompt}+tg{self.n_gen} x{self.n_seq}{flags}"
         if self.kind == "chat":
             base = "chat"
         elif self.n_prompt and self.n_gen:
@@ -82,7 +89,10 @@ class TestSpec:
 
     @property
     def n_tokens(self) -> int:
-        """Tokens processed per repetition (t/s = n_tokens / seconds), as llama-bench counts."""
+        """Tokens processed per repetition (t/s = n_tokens / seconds), as llama-bench counts;
+        batched: every sequence's tokens, a shared prompt once (llama-batched-bench's S)."""
+        if self.kind == "batched":
+            return (self.n_prompt if self.pp_shared else self.n_seq * self.n_prompt) + self.n_seq * self.n_gen
         return self.n_prompt + self.n_gen
 
 
@@ -122,6 +132,7 @@ class BenchJob:
     prompts: list[ChatPrompt] = field(default_factory=list)
     chat_max_tokens: int = 128
     seed: int = 1234
+    sustained_s: float | None = None  # tg tests repeat until this many seconds have passed
 
     def to_wire(self) -> dict[str, Any]:
         return {"kind": "bench", "payload": asdict(self)}
@@ -136,4 +147,5 @@ class BenchJob:
             prompts=[ChatPrompt(**c) for c in p.get("prompts", [])],
             chat_max_tokens=p.get("chat_max_tokens", 128),
             seed=p.get("seed", 1234),
+            sustained_s=p.get("sustained_s"),
         )

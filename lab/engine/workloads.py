@@ -8,12 +8,16 @@
 * One untimed warm-up (the pp run, then one tg token), then ``r`` repetitions; the KV cache is
   cleared before each. Each repetition's start (``rep_start``, so the parent can read energy
   counters) and time (``rep``) are sent to the parent.
+* Sustained (``job.sustained_s``): a ``tg`` test repeats its timed repetitions back to back
+  until that many seconds have passed (at least one), instead of ``r`` of them; each is a
+  ``rep`` event, so the parent sees the speed over time as the machine heats up.
 * ``chat`` real prompts through the model's chat template, greedy decoding: time to first
   token, every inter-token gap, end-to-end time and tokens generated, per prompt.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from typing import Any, Callable
@@ -26,6 +30,10 @@ Emit = Callable[..., None]
 
 def context_size(test: TestSpec, job: BenchJob, prompt_tokens: int = 0) -> int:
     """The context a test needs: llama-bench uses exactly n_prompt + n_gen + n_depth."""
+    if test.kind == "batched":
+        from lab.engine.batched import n_ctx_required
+
+        return n_ctx_required(test)
     if test.kind == "chat":
         return prompt_tokens + job.chat_max_tokens + 8
     return max(1, test.n_prompt + test.n_gen + test.n_depth)
@@ -64,26 +72,28 @@ class Bench:
         )
 
     @staticmethod
-    def _key(cp: ContextParams, n_ctx: int) -> tuple[Any, ...]:
-        return (cp.n_batch, cp.n_ubatch, cp.flash_attn, cp.type_k, cp.type_v, n_ctx)
+    def _key(cp: ContextParams, n_ctx: int, seqs: tuple[int, bool] = (1, False)) -> tuple[Any, ...]:
+        return (cp.n_batch, cp.n_ubatch, cp.flash_attn, cp.type_k, cp.type_v, n_ctx, seqs)
 
-    def release_unless(self, cp: ContextParams, n_ctx: int) -> None:
+    def release_unless(self, cp: ContextParams, n_ctx: int, seqs: tuple[int, bool] = (1, False)) -> None:
         """Free the current context when the next test needs another one, and hand the memory
-        back to the OS, so that the next test's peak RSS is its own (as in a fresh process)."""
-        if self.ctx is not None and self._key(cp, n_ctx) != self._ctx_key:
+        back to the OS, so that the next test's peak RSS is its own (as in a fresh process).
+        ``seqs``: the context's sequences and whether their KV cache is unified."""
+        if self.ctx is not None and self._key(cp, n_ctx, seqs) != self._ctx_key:
             self.ctx.close()
             self.ctx = None
             self._ctx_key = None
             _malloc_trim()
 
-    def context(self, cp: ContextParams, n_ctx: int) -> Any:
-        key = self._key(cp, n_ctx)
+    def context(self, cp: ContextParams, n_ctx: int, seqs: tuple[int, bool] = (1, False)) -> Any:
+        key = self._key(cp, n_ctx, seqs)
         if self.ctx is None or key != self._ctx_key:
             self.release_unless(cp, -1)
             self.llm.take_allocated()
             self.ctx = self.llm.Context(
                 self.model, n_ctx=n_ctx, n_batch=cp.n_batch, n_ubatch=cp.n_ubatch, n_threads=cp.n_threads,
-                flash_attn=cp.flash_attn, type_k=cp.type_k, type_v=cp.type_v,
+                flash_attn=cp.flash_attn, type_k=cp.type_k, type_v=cp.type_v, n_seq_max=seqs[0],
+                kv_unified=seqs[1],
             )
             self._ctx_key = key
             self._depth_state = None
@@ -149,7 +159,11 @@ class Bench:
             if test.n_gen:
                 self.test_gen(ctx, [first_gen])
         samples: list[int] = []
-        for rep in range(self.job.repetitions):
+        sustained = self.job.sustained_s if test.n_gen and not test.n_prompt else None
+        started = time.perf_counter()
+        for rep in itertools.count() if sustained else range(self.job.repetitions):
+            if sustained and rep and time.perf_counter() - started >= sustained:
+                break
             ctx.clear()
             if test.n_depth:
                 self.fill_depth(ctx, test.n_depth)
@@ -247,9 +261,13 @@ def run_bench_job(payload: dict[str, Any], emit: Emit) -> None:
         for index, item in enumerate(job.items):
             test, cp = item.test, item.ctx
             emit(protocol.TEST_START, index=index, test=test.name, reps=job.repetitions if test.kind != "chat" else len(job.prompts))
-            bench.release_unless(cp, bench.n_ctx_for(test))
+            bench.release_unless(cp, bench.n_ctx_for(test), (test.n_seq, test.kv_unified))
             reset_ok = reset_peak_rss()
-            if test.kind == "chat":
+            if test.kind == "batched":
+                from lab.engine.batched import run_batched_test
+
+                figures = run_batched_test(bench, index, test, cp)
+            elif test.kind == "chat":
                 figures = bench.run_chat_test(index, test, cp)
             else:
                 figures = bench.run_speed_test(index, test, cp)

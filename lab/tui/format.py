@@ -21,11 +21,13 @@ def ts(value: float | None) -> str:
 
 
 def ts_pm(row: dict[str, Any]) -> str:
-    """``mean ± stddev`` of a result row's t/s, llama-bench style; ``noisy`` marked in words."""
+    """``mean ± stddev`` of a result row's t/s, llama-bench style; ``noisy``, ``swapped`` and
+    ``throttled`` marked in words."""
     if _missing(row.get("avg_ts")):
         return NA
     text = f"{row['avg_ts']:.2f} ± {(row.get('stddev_ts') or 0.0):.2f}"
-    return text + " noisy" if row.get("noisy") else text
+    flags = [flag for flag in ("noisy", "swapped", "throttled") if row.get(flag)]
+    return " ".join([text, *flags])
 
 
 def pct(value: float | None, digits: int = 0) -> str:

@@ -48,6 +48,10 @@ def test_compare_machines_picks_one_configuration_per_machine(seeded_db) -> None
         assert choices[1].tests == ["tg128", "pp512"]
         assert data.measured_on(store)["m-q8"] == [("big-box", 2), ("lab-box", 2)]
         assert [(m.hostname, m.results) for m in data.machine_list(store)] == [("big-box", 4), ("lab-box", 8)]
+        # a figure measured while paging from swap says so, as noisy does
+        store.db["results"].update("res0005-tg128", {"swapped": 1, "noisy": 1})
+        flagged = data.compare_machines(store, "m-q8", "tg128", first_machine_id=FINGERPRINT["id"])
+        assert [f.flags() for f in flagged.figures] == [[], ["noisy", "swapped"]]
     finally:
         store.close()
 

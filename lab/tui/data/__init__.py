@@ -20,7 +20,7 @@ from lab.tui.data.models import (  # noqa: F401
 )
 from lab.tui.data.results import (  # noqa: F401
     FILTER_KEYS, parse_filter, results_page, count_results, results_by_id, ChartBar, chart_bars,
-    ScatterPoint, scatter_points, run_detail, series, COMPARE_METRICS,
+    ScatterPoint, scatter_points, run_detail, series, batched_curves, COMPARE_METRICS,
 )
 from lab.tui.data.machines import (  # noqa: F401
     MachineSummary, machine_list, measured_on, ModelTests, comparable_models, default_test,

@@ -118,10 +118,10 @@ FINGERPRINT_ROWS: list[tuple[str, tuple[str, ...]]] = [
     ("hostname", ("hostname",)), ("CPU", ("cpu_info",)), ("cores / threads", ("cpu_cores", "cpu_threads")),
     ("RAM", ("ram_bytes",)), ("GPU", ("gpu_info",)), ("VRAM", ("vram_bytes",)), ("backends", ("backends",)),
     ("llama.cpp build", ("build_commit", "llama_cpp_version")), ("OS", ("os", "kernel")), ("arch", ("arch",)),
-    ("board", ("board_model",)), ("CPU governor", ("cpu_governor",)),
+    ("board", ("board_model",)), ("memory type", ("memory_type",)), ("CPU governor", ("cpu_governor",)),
 ]
 _BYTES = {"ram_bytes", "vram_bytes"}
-_OPTIONAL = {"board", "CPU governor", "VRAM"}  # rows left out when no machine has them
+_OPTIONAL = {"board", "memory type", "CPU governor", "VRAM"}  # rows left out when no machine has them
 
 
 def fingerprint_rows(machines: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:

@@ -108,7 +108,7 @@ def chart_bars(store: Any, filters: dict[str, str], *, limit: int = 5000,
     rows = store.results(**filters, order="test_time", descending=True, limit=limit)
     counts: dict[str, int] = {}
     for r in rows:
-        if r.get("avg_ts") is not None:
+        if r.get("avg_ts") is not None and r.get("n_seq") is None:
             counts[r["test"]] = counts.get(r["test"], 0) + 1
     chosen = sorted(counts, key=lambda t: (-counts[t], t))[:tests]
     groups: dict[str, dict[str, list[float]]] = {t: {} for t in chosen}
@@ -123,7 +123,28 @@ def chart_bars(store: Any, filters: dict[str, str], *, limit: int = 5000,
                      key=lambda b: -b.value)
         for test, by_label in groups.items()
     }
+    out.update(batched_curves(rows))
     return out, len(rows)
+
+
+def batched_curves(rows: list[dict[str, Any]]) -> dict[str, list[ChartBar]]:
+    """Generation speed against the number of sequences B for batched results: per model and
+    row shape, one group of aggregate S_TG and one of S_TG per sequence, bars in order of B."""
+    acc: dict[tuple[str, str], dict[int, list[float]]] = {}
+    for r in rows:
+        if r.get("n_seq") is None or r.get("s_tg") is None:
+            continue
+        shape = (f"pp{r['n_prompt']}+tg{r['n_gen']}" + (" pps" if r.get("pp_shared") else "")
+                 + (" kvu" if r.get("kv_unified") else ""))
+        acc.setdefault((r["model_filename"] or "n/a", shape), {}).setdefault(int(r["n_seq"]), []).append(float(r["s_tg"]))
+    out: dict[str, list[ChartBar]] = {}
+    for (model, shape), by_b in acc.items():
+        bs = sorted(by_b)
+        out[f"{model} {shape}: S_TG, all sequences"] = [
+            ChartBar(f"B={b}", statistics.fmean(by_b[b]), len(by_b[b])) for b in bs]
+        out[f"{model} {shape}: S_TG per sequence"] = [
+            ChartBar(f"B={b}", statistics.fmean(by_b[b]) / b, len(by_b[b])) for b in bs]
+    return out
 
 
 @dataclass

@@ -247,6 +247,10 @@ class MachinesScreen(LabScreen):
             add(label, [cell(key, v, base.get(key), lower_better, i == 0) for i, v in enumerate(values)], key)
         add("repetitions", [fmt.num((f.row or {}).get("repetitions")) for f in figures])
         add("measured", [fmt.when((f.row or {}).get("test_time")) for f in figures])
+        if any((f.row or {}).get("model_fs_type") for f in figures):  # SD card or NVMe: loads differ
+            add("model storage", [" ".join(filter(None, ((f.row or {}).get("model_fs_type"),
+                                                         (f.row or {}).get("model_device")))) or fmt.NA
+                                  for f in figures])
         section("configuration")
         for label, values in config_rows(figures):
             add(label, values)
