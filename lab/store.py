@@ -455,9 +455,10 @@ class Store:
     def results(self, *, model: str | None = None, test: str | None = None, machine: str | None = None,
                 run: str | None = None, quant: str | None = None, since: str | None = None,
                 order: str = "results.test_time", descending: bool = False,
-                limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+                limit: int | None = None, offset: int = 0, by_machine: bool = False) -> list[dict[str, Any]]:
         """Stored results joined with their run, model and machine; filters match like
-        :meth:`runs`, ``test`` matches the test name (``tg128``) exactly or by prefix with ``*``."""
+        :meth:`runs`, ``test`` matches the test name (``tg128``) exactly or by prefix with ``*``.
+        ``by_machine`` keeps each host's results together (by hostname), ordered within it."""
         where, params = ["1 = 1"], {}
         if model:
             where.append("(results.model_filename like :model or results.model_id like :model_prefix)")
@@ -486,13 +487,14 @@ class Store:
         if column not in allowed:
             raise ValueError(f"cannot order by {order!r}")
         prefix = "results." if column in _RESULT_COLUMNS else ""
+        group = "coalesce(machines.hostname, results.machine_id), " if by_machine else ""
         sql = (
             "select results.*, machines.hostname as hostname, models.file_type as file_type, "
             "models.arch as arch, models.file_size as file_size, runs.status as run_status "
             "from results left join runs on runs.id = results.run_id "
             "left join machines on machines.id = results.machine_id "
             "left join models on models.id = results.model_id "
-            f"where {' and '.join(where)} order by {prefix}{column} {'desc' if descending else 'asc'}"
+            f"where {' and '.join(where)} order by {group}{prefix}{column} {'desc' if descending else 'asc'}"
         )
         if limit is not None:
             sql += f" limit {int(limit)} offset {int(offset)}"

@@ -1,4 +1,4 @@
-"""The Rightsizer app: four screens (modes), a command palette that reaches every action, help.
+"""The Rightsizer app: six screens (modes), a command palette that reaches every action, help.
 
 ``RightsizerApp`` is also the factory the tests and the screenshot script use: everything that
 would make a screen differ between runs (the library scan, the machine fingerprint, the live
@@ -33,7 +33,7 @@ from lab.tui.screens.library import LibraryScreen
 SCREEN_CLASSES = {
     "library": "lab.tui.screens.library:LibraryScreen", "run": "lab.tui.screens.run:RunScreen",
     "results": "lab.tui.screens.results:ResultsScreen", "machine": "lab.tui.screens.machine:MachineScreen",
-    "hub": "lab.tui.screens.hub:HubScreen",
+    "hub": "lab.tui.screens.hub:HubScreen", "machines": "lab.tui.screens.machines:MachinesScreen",
 }
 
 
@@ -53,12 +53,15 @@ COMMANDS: list[tuple[str, str, str | None, str | None]] = [
     ("Results", "Every stored result: filter, sort, compare (3)", "results", None),
     ("Machine", "Fingerprint and live CPU, memory and GPU gauges (4)", "machine", None),
     ("Hub", "Search and download GGUF models from the Hugging Face Hub (5)", "hub", None),
+    ("Machines", "One model's test on every machine side by side, with each fingerprint (6)", "machines", None),
     ("Benchmark model", "Open the Run screen with the highlighted model (b)", "library", "benchmark"),
     ("Inspect model", "Every GGUF metadata key of the highlighted model (i)", "library", "inspect"),
     ("Delete model", "Delete the highlighted model's file, after confirmation (d)", "library", "delete"),
     ("Larger context", "Estimate memory at the next larger context (+)", "library", "context(1)"),
     ("Smaller context", "Estimate memory at the next smaller context (-)", "library", "context(-1)"),
     ("Rescan library", "Look for new or removed model files (R)", "library", "rescan"),
+    ("Model across machines", "The highlighted model's tg128 on every machine that measured it (M)", "library",
+     "machines"),
     ("Ladder view", "Every quant of the highlighted model's base: size, speed, KLD, accuracy (L)", "library", "ladder"),
     ("Start run", "Start the benchmark configured on the Run screen (ctrl+r)", "run", "start"),
     ("Cancel run", "Stop the running benchmark; finished tests are kept (c)", "run", "cancel"),
@@ -71,8 +74,18 @@ COMMANDS: list[tuple[str, str, str | None, str | None]] = [
     ("Compare selected", "Selected results side by side with the difference in percent (c)", "results", "compare"),
     ("Chart results", "t/s per model and quant, and speed against file size (g)", "results", "chart"),
     ("Open run", "Config, samples and machine of the highlighted result's run (o)", "results", "open_run"),
+    ("Filter by machine", "Show the next machine's results only; after the last, every machine (m)", "results",
+     "next_machine"),
+    ("Group by machine", "Keep each machine's results together under a header row (G)", "results",
+     "group_machines"),
+    ("Compare across machines", "The highlighted result's model and test on every machine (M)", "results",
+     "machines"),
     ("Next page", "The next 200 results (n)", "results", "page(1)"),
     ("Previous page", "The previous 200 results (p)", "results", "page(-1)"),
+    ("Pick model", "Choose the model compared across machines (m)", "machines", "pick_model"),
+    ("Pick test", "Choose the test compared across machines (t)", "machines", "pick_test"),
+    ("Same configuration", "Compare every machine at one configuration, or each at its best (a)", "machines",
+     "same_config"),
     ("Search the Hub", "Focus the Hub search box; empty lists the Suggested models (/)", "hub", "focus_search"),
     ("Open repo", "The highlighted repo's quant files with size, memory and fit (o)", "hub", "open"),
     ("Download model", "Queue the highlighted file, or the repo's default quant (d)", "hub", "download"),
@@ -95,6 +108,7 @@ class RightsizerApp(App[None]):
         Binding("3", "switch_mode('results')", "Results", show=False),
         Binding("4", "switch_mode('machine')", "Machine", show=False),
         Binding("5", "switch_mode('hub')", "Hub", show=False),
+        Binding("6", "switch_mode('machines')", "Machines", show=False),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
     ]
@@ -234,6 +248,15 @@ class RightsizerApp(App[None]):
         """New results were stored: screens showing results reload when next shown."""
         self.results_version += 1
 
+    def open_machines(self, model_id: str, test: str | None = None) -> None:
+        """The Results' and Library's M: the Machines comparison of this model (and test)."""
+        def show() -> None:
+            if isinstance(self.screen, screen_class("machines")):
+                self.screen.show(model_id, test)
+
+        self.switch_mode("machines")
+        self.call_after_refresh(show)
+
     def open_run_with(self, model: str) -> None:
         """The Library's benchmark action: the Run screen with this model filled in."""
         def prefill() -> None:
@@ -265,7 +288,7 @@ class RightsizerApp(App[None]):
                 out.append((b.key_display or b.key.replace(",", " / "), b.description or b.action))
             return out
 
-        general = [("1 2 3 4 5", "Library, Run, Results, Machine, Hub"), ("ctrl+p", "command palette: every action by name"),
+        general = [("1 2 3 4 5 6", "Library, Run, Results, Machine, Hub, Machines"), ("ctrl+p", "command palette: every action by name"),
                    ("?", "this help"), ("q / ctrl+q", "quit (asks first while a run is going)"),
                    ("tab / shift+tab", "move between fields"), ("Esc", "back / close")]
         sections = [("Everywhere", "Figures this machine cannot give are shown as n/a, never as 0.", general)]

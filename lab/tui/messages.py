@@ -52,12 +52,14 @@ class ModelDeleted(Message):
 
 
 class ResultsPageLoaded(Message):
-    def __init__(self, rows: list[dict[str, Any]], has_more: bool, total: int | None, generation: int) -> None:
+    def __init__(self, rows: list[dict[str, Any]], has_more: bool, total: int | None, generation: int,
+                 machines: list[Any] | None = None) -> None:  # list[data.MachineSummary]
         super().__init__()
         self.rows = rows
         self.has_more = has_more
         self.total = total
         self.generation = generation
+        self.machines = machines  # every host with results, when asked for (None: not read)
 
 
 class ResultsFailed(Message):
@@ -78,6 +80,31 @@ class ChartLoaded(Message):
         self.bars = bars
         self.n_rows = n_rows
         self.points = points
+
+
+class MachinesChoicesLoaded(Message):
+    """The models the Machines screen can compare across machines (``data.ModelTests``)."""
+
+    def __init__(self, models: list[Any]) -> None:
+        super().__init__()
+        self.models = models
+
+
+class MachinesCompared(Message):
+    """One model's test on every machine (``data.MachineComparison``), or why not."""
+
+    def __init__(self, comparison: Any | None, error: str | None = None) -> None:
+        super().__init__()
+        self.comparison = comparison
+        self.error = error
+
+
+class MeasuredOnLoaded(Message):
+    """Per model id, the hosts it was measured on with how many results each."""
+
+    def __init__(self, hosts: dict[str, list[tuple[str, int]]]) -> None:
+        super().__init__()
+        self.hosts = hosts
 
 
 class RunDetailLoaded(Message):

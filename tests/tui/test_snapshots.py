@@ -168,3 +168,16 @@ def test_hub_suggested_offline(make_app, snap_compare, size) -> None:
     # The tests run with HF_HUB_OFFLINE=1: the catalog is listed as Suggested, one sentence says
     # why the Hub is out of reach, and nothing here depends on a network.
     assert snap_compare(make_app(), terminal_size=size, run_before=_go("5", _hub_ready))
+
+
+def test_machines(make_app, snap_compare) -> None:
+    async def run_before(pilot) -> None:
+        app = pilot.app
+        await _library_ready(pilot)
+        app.open_machines("m-q8", "tg128")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "MachinesScreen" and app.screen.comparison
+                       and app.screen.comparison.model_id == "m-q8")
+        await wait_for(pilot, lambda: "330.2 (+172.0% better)" in screen_text(app))
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=(120, 36), run_before=run_before)

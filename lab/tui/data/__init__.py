@@ -1,6 +1,7 @@
 """What the screens show, read from the domain as plain values, one module per job:
 ``machine`` (fingerprint and live gauges), ``models`` (the Library and the ladder view),
-``results`` (paged queries, charts, a run's detail) and ``forms`` (the Run screen's fields).
+``results`` (paged queries, charts, a run's detail), ``machines`` (hosts, one model across them)
+and ``forms`` (the Run screen's fields).
 
 No Textual here: these functions run in worker threads (each with its own ``Store``) or in tests.
 Queries page, filter and sort in SQLite (``Store.results``), so a screen never holds more rows
@@ -18,8 +19,12 @@ from lab.tui.data.models import (  # noqa: F401
     model_details, DeletionPlan, deletion_plan, delete_model,
 )
 from lab.tui.data.results import (  # noqa: F401
-    FILTER_KEYS, COMPARE_METRICS, parse_filter, results_page, count_results, results_by_id, ChartBar, chart_bars,
-    ScatterPoint, scatter_points, run_detail, series, batched_curves,
+    FILTER_KEYS, parse_filter, results_page, count_results, results_by_id, ChartBar, chart_bars,
+    ScatterPoint, scatter_points, run_detail, series, batched_curves, COMPARE_METRICS,
+)
+from lab.tui.data.machines import (  # noqa: F401
+    MachineSummary, machine_list, measured_on, ModelTests, comparable_models, default_test,
+    fingerprint_rows, MachineFigure, MachineComparison, compare_machines,
 )
 from lab.tui.data.forms import (  # noqa: F401
     build_options,

@@ -35,9 +35,11 @@ def parse_filter(text: str) -> dict[str, str]:
 
 
 def results_page(store: Any, filters: dict[str, str], order: str, descending: bool,
-                 limit: int, offset: int) -> tuple[list[dict[str, Any]], bool]:
-    """One page of results and whether another page follows (one extra row is read)."""
-    rows = store.results(**filters, order=order, descending=descending, limit=limit + 1, offset=offset)
+                 limit: int, offset: int, by_machine: bool = False) -> tuple[list[dict[str, Any]], bool]:
+    """One page of results and whether another page follows (one extra row is read);
+    ``by_machine`` keeps each host's results together."""
+    rows = store.results(**filters, order=order, descending=descending, limit=limit + 1, offset=offset,
+                         by_machine=by_machine)
     return rows[:limit], len(rows) > limit
 
 

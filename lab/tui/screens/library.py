@@ -16,7 +16,9 @@ from textual.widgets import DataTable, Static
 from lab.errors import LabError
 from lab.tui import data
 from lab.tui import format as fmt
-from lab.tui.messages import LadderFound, ModelDeleted, ModelDetailsLoaded, ModelFiguresLoaded, SpeedsLoaded
+from lab.tui.messages import (
+    LadderFound, MeasuredOnLoaded, ModelDeleted, ModelDetailsLoaded, ModelFiguresLoaded, SpeedsLoaded,
+)
 from lab.tui.screens.base import LabScreen
 from lab.tui.widgets.table import LabTable
 
@@ -103,6 +105,15 @@ def quality_rows(entry: data.LibraryEntry) -> list[tuple[str, str]]:
     ]
 
 
+def measured_on_text(hosts: list[tuple[str, int]] | None) -> str:
+    """``lab-box (8 results), big-box (2)``; "no machine" for a model never measured."""
+    if not hosts:
+        return "no machine yet"
+    first, *rest = hosts
+    return ", ".join([f"{first[0]} ({first[1]} result{'s' if first[1] != 1 else ''})",
+                      *(f"{host} ({n})" for host, n in rest)])
+
+
 def detail_text(rows: list[tuple[str, str]], width: int) -> Text:
     """Label and value columns as one Text: a value too long for the panel continues under
     its column (wrapped here, since Textual would wrap it back to the panel's edge)."""
@@ -135,7 +146,8 @@ class LibraryScreen(LabScreen):
             "Memory is estimated from the GGUF header at the chosen context; pp/tg are the newest "
             "measurements on this machine (n/a: never measured here); KLD (against the reference) "
             "and acc (task accuracy) are the newest from any machine. L shows every quant of the "
-            "model's ladder side by side.")
+            "model's ladder side by side. The detail panel lists the machines the model was measured "
+            "on; M compares its figures across them.")
 
     BINDINGS = [
         Binding("b", "benchmark", "Benchmark"),
@@ -146,6 +158,7 @@ class LibraryScreen(LabScreen):
         # not in the footer (the status line says "+/- to change"): at 80 columns the footer is full
         Binding("minus,left_square_bracket", "context(-1)", "Ctx-", key_display="-", show=False),
         Binding("R", "rescan", "Rescan", key_display="R"),
+        Binding("M", "machines", "Machines", key_display="M", show=False),
     ]
 
     def __init__(self) -> None:
@@ -154,6 +167,7 @@ class LibraryScreen(LabScreen):
         self.details: dict[str, dict[str, Any]] = {}
         self.speeds_version = -1
         self.speeds_at: dict[str, str] = {}  # model id -> the configuration its pp / tg come from
+        self.measured_on: dict[str, list[tuple[str, int]]] = {}  # model id -> (host, results) pairs
         self.n_ctx = 4096
         self._detail_width = 0
 
@@ -271,11 +285,17 @@ class LibraryScreen(LabScreen):
             speeds = data.last_speeds(store, machine_id)
             ids = {key: mid for key, model in unknown.items() if (mid := data.known_model_id(store, model))}
             quality, accuracy = data.model_figures(store)
+            # in this order: the figures are matched by the model ids SpeedsLoaded fills in
+            self.post_message(SpeedsLoaded(speeds, ids))
+            self.post_message(ModelFiguresLoaded(quality, accuracy))
+            self.post_message(MeasuredOnLoaded(data.measured_on(store)))  # the detail panel's, last
         finally:
             store.close()
-        # in this order: the figures are matched by the model ids SpeedsLoaded fills in
-        self.post_message(SpeedsLoaded(speeds, ids))
-        self.post_message(ModelFiguresLoaded(quality, accuracy))
+
+    def on_measured_on_loaded(self, message: MeasuredOnLoaded) -> None:
+        if message.hosts != self.measured_on:
+            self.measured_on = message.hosts
+            self._show_detail()
 
     def on_speeds_loaded(self, message: SpeedsLoaded) -> None:
         table = self.query_one("#models", DataTable)
@@ -338,6 +358,7 @@ class LibraryScreen(LabScreen):
         # re-rendered in full at every layout pass (each screen switch), ~50 ms for this panel.
         rows = summary_rows(entry, fit, self.app.memory_available(),  # type: ignore[attr-defined]
                             self.speeds_at.get(entry.model_id or ""))
+        rows.append(("measured on", measured_on_text(self.measured_on.get(entry.model_id or ""))))
         self._detail_width = panel.size.width
         text = detail_text(rows, self._detail_width)
         details = self.details.get(entry.key)
@@ -420,6 +441,14 @@ class LibraryScreen(LabScreen):
             rows.append(("tensors", f"{details['n_tensors']} ({', '.join(f'{k} x{v}' for k, v in sorted(s.tensor_types.items()))})"))
             rows.append(("GGUF version", str(details["gguf_version"])))
         self.app.push_screen(InspectScreen(entry.model.name, rows, details["metadata"]))
+
+    def action_machines(self) -> None:
+        entry = self.selected()
+        if entry is None or not self.measured_on.get(entry.model_id or ""):
+            self.notify("This model was never measured; benchmark it (b) or merge a database that has it.",
+                        severity="warning")
+            return
+        self.app.open_machines(entry.model_id)  # type: ignore[attr-defined]
 
     def action_ladder(self) -> None:
         entry = self.selected()

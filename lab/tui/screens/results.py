@@ -2,6 +2,8 @@
 
 The table holds one page (200 rows); the store does the filtering, sorting and paging, so the
 screen answers at once at 100k stored results. Selections survive paging; ``c`` compares them.
+``m`` steps the machine filter through the hosts, ``G`` groups the rows by host (a header row
+per host, still paged in SQLite) and ``M`` opens the Machines comparison of the highlighted row.
 """
 
 from __future__ import annotations
@@ -46,14 +48,17 @@ COLUMNS: list[tuple[str, str, str | None, bool]] = [
 ]
 SORTABLE = [c for c in COLUMNS if c[2]]
 MARK = "●"
+GROUP = "group:"  # row keys of the group header rows (no result behind them)
 
 
 class ResultsScreen(LabScreen):
     MODE = "results"
     HELP = ("Filter with words and keys: 'smol quant:Q4_1 test:tg128 machine:host since:2025-06-01 "
-            "run:ab12'. Bare words match the model file. Space selects rows (kept across pages); "
-            "c compares the selection side by side with the difference in percent. KLD and acc are "
-            "the model's newest KLD against its reference and task accuracy.")
+            "run:ab12'. Bare words match the model file. m steps the machine filter through every host, "
+            "G groups rows by host, M compares the highlighted model's test across machines. Space "
+            "selects rows (kept across pages); c compares the selection side by side with the "
+            "difference in percent. KLD and acc are the model's newest KLD against its reference "
+            "and task accuracy.")
 
     BINDINGS = [
         Binding("slash", "focus_filter", "Filter", key_display="/"),
@@ -66,6 +71,9 @@ class ResultsScreen(LabScreen):
         Binding("n,right_square_bracket", "page(1)", "Next page", key_display="n"),
         Binding("p,left_square_bracket", "page(-1)", "Previous page", key_display="p", show=False),
         Binding("x", "clear_selection", "Clear sel.", show=False),
+        Binding("m", "next_machine", "Machine"),
+        Binding("G", "group_machines", "Group by machine", key_display="G", show=False),
+        Binding("M", "machines", "Machines", key_display="M", show=False),
     ]
 
     def __init__(self) -> None:
@@ -81,6 +89,9 @@ class ResultsScreen(LabScreen):
         self.generation = 0
         self.loaded_version = -1
         self._reload_timer: Timer | None = None
+        self.by_machine = False
+        self.machines: list[data.MachineSummary] | None = None  # every host with results
+        self.machines_version = -1
 
     def compose_body(self) -> Iterable[Widget]:
         with Vertical(id="results-main"):
@@ -118,21 +129,26 @@ class ResultsScreen(LabScreen):
 
     def _reload_now(self) -> None:
         self._reload_timer = None
-        self._load(dict(self.filters), self.order, self.descending, self.page_offset, self.generation)
+        # the hosts are read again only when results changed, and only once they are used
+        hosts = (self.by_machine or "machine" in self.filters) and self.machines_version != self.loaded_version
+        self._load(dict(self.filters), self.order, self.descending, self.page_offset, self.generation,
+                   self.by_machine, hosts)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="results")
-    def _load(self, filters: dict[str, str], order: str, descending: bool, offset: int, generation: int) -> None:
+    def _load(self, filters: dict[str, str], order: str, descending: bool, offset: int, generation: int,
+              by_machine: bool = False, hosts: bool = False) -> None:
         store = self.app.open_store()  # type: ignore[attr-defined]
         try:
-            rows, has_more = data.results_page(store, filters, order, descending, PAGE_SIZE, offset)
+            rows, has_more = data.results_page(store, filters, order, descending, PAGE_SIZE, offset, by_machine)
             data.attach_model_figures(store, rows)
             total = data.count_results(store, filters)
+            machines = data.machine_list(store) if hosts else None
         except (LabError, ValueError) as exc:
             self.post_message(ResultsFailed(str(exc)))
             return
         finally:
             store.close()
-        self.post_message(ResultsPageLoaded(rows, has_more, total, generation))
+        self.post_message(ResultsPageLoaded(rows, has_more, total, generation, machines))
 
     def on_results_failed(self, message: ResultsFailed) -> None:
         self.notify(message.error, severity="error")
@@ -140,14 +156,29 @@ class ResultsScreen(LabScreen):
     def on_results_page_loaded(self, message: ResultsPageLoaded) -> None:
         if message.generation != self.generation:
             return  # a newer request is on its way
+        if message.machines is not None:
+            self.machines, self.machines_version = message.machines, self.loaded_version
         table = self.query_one("#results", DataTable)
         cursor = table.cursor_row
         table.clear()
         self.rows = {}
         right = lambda v: Text(v, justify="right")  # noqa: E731
+        summaries = {m.hostname: m for m in self.machines or []}
+        host = None
         for row in message.rows:
             rid = row["id"]
             self.rows[rid] = row
+            if self.by_machine and (row.get("hostname") or row.get("machine_id") or fmt.NA) != host:
+                host = row.get("hostname") or row.get("machine_id") or fmt.NA
+                about = summaries.get(host)
+                summary = about.summary if about else ""
+                if len(summary) > 32:  # no wider than a model file name: the columns keep their widths
+                    summary = summary[:31] + "…"
+                # the host's count over every result (a filter narrows the rows, not this count)
+                count = f"▸ {about.results:,} {'in all' if self.filters else 'results'}" if about else "▸"
+                table.add_row("", Text(count, style="bold"),
+                              Text(host, style="bold"), Text(summary, style="italic"),
+                              *[""] * (len(COLUMNS) - 4), key=GROUP + host)
             table.add_row(
                 MARK if rid in self.selected else " ", fmt.when(row.get("test_time")),
                 row.get("hostname") or fmt.NA, row.get("model_filename") or fmt.NA,
@@ -174,6 +205,8 @@ class ResultsScreen(LabScreen):
             text = f"rows {self.page_offset + 1:,}–{self.page_offset + n:,} of {total}"
         title = next(c[1] for c in COLUMNS if c[2] == self.order)
         text += f" · sorted by {title} {'↓ desc' if self.descending else '↑ asc'}"
+        if self.by_machine:
+            text += " · grouped by machine"
         if self.filters:
             text += " · filter " + " ".join(f"{k}:{v}" for k, v in self.filters.items())
         if self.selected:
@@ -219,6 +252,53 @@ class ResultsScreen(LabScreen):
         if order:
             self.set_sort(order)
 
+    def action_next_machine(self) -> None:
+        """Filter by the next host in name order (after the last: every machine again)."""
+        if self.machines is None or self.machines_version != self.app.results_version:  # type: ignore[attr-defined]
+            self._load_machines_then_step()
+            return
+        hosts = [m.hostname for m in self.machines]
+        if not hosts:
+            self.notify("No results yet: run a benchmark (2).")
+            return
+        current = self.filters.get("machine")
+        index = hosts.index(current) + 1 if current in hosts else 0
+        if index < len(hosts):
+            self.filters["machine"] = hosts[index]
+        else:
+            self.filters.pop("machine", None)
+        self.query_one("#filter", Input).value = " ".join(
+            v if k == "model" else f"{k}:{v}" for k, v in self.filters.items())
+        self.page_offset = 0
+        self.reload()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="results-hosts")
+    def _load_machines_then_step(self) -> None:
+        store = self.app.open_store()  # type: ignore[attr-defined]
+        try:
+            machines = data.machine_list(store)
+        finally:
+            store.close()
+        self.app.call_from_thread(self._machines_read, machines)
+
+    def _machines_read(self, machines: list[data.MachineSummary]) -> None:
+        self.machines, self.machines_version = machines, self.app.results_version  # type: ignore[attr-defined]
+        self.action_next_machine()
+
+    def action_group_machines(self) -> None:
+        self.by_machine = not self.by_machine
+        self.page_offset = 0
+        self.reload()
+
+    def action_machines(self) -> None:
+        """The Machines comparison of the highlighted result's model and test."""
+        rid = self._cursor_id()
+        row = self.rows.get(rid) if rid else None
+        if row is None or not row.get("model_id"):
+            self.notify("Highlight a result of a known model, then press M.", severity="warning")
+            return
+        self.app.open_machines(row["model_id"], row.get("test"))  # type: ignore[attr-defined]
+
     def action_page(self, step: int) -> None:
         if step > 0 and not self.has_more:
             self.notify("This is the last page.")
@@ -233,13 +313,16 @@ class ResultsScreen(LabScreen):
         table = self.query_one("#results", DataTable)
         if table.row_count == 0:
             return None
-        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        key = str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        return None if key.startswith(GROUP) else key
 
     def action_toggle_select(self) -> None:
         rid = self._cursor_id()
-        if rid is None:
-            return
         table = self.query_one("#results", DataTable)
+        if rid is None:
+            if table.row_count and table.cursor_row < table.row_count - 1:  # a group header: step over
+                table.move_cursor(row=table.cursor_row + 1)
+            return
         if rid in self.selected:
             self.selected.remove(rid)
             table.update_cell(rid, "sel", " ")

@@ -7,7 +7,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 SCREENS = [("library", "1", "Library"), ("run", "2", "Run"), ("results", "3", "Results"), ("machine", "4", "Machine"),
-           ("hub", "5", "Hub")]
+           ("hub", "5", "Hub"), ("machines", "6", "Machines")]
 
 
 class NavBar(Widget):
