@@ -23,8 +23,11 @@ NO_NVML = not nvml.available()
 
 
 def test_fingerprint_has_exactly_the_machine_columns() -> None:
+    from lab.cost import SETTINGS
+
     fp = hardware.fingerprint()
-    assert set(fp) == set(_MACHINE_COLUMNS) - {"first_seen"}
+    # every column but the first sighting and the cost settings the user gives (machine set)
+    assert set(fp) == set(_MACHINE_COLUMNS) - {"first_seen"} - set(SETTINGS)
 
 
 def test_fingerprint_id_is_stable_and_is_the_documented_hash() -> None:
