@@ -99,7 +99,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from lab import library
-    from lab.engine.probe import extra_bufts_ok
+    from lab.engine.probe import extra_bufts_verdict
     from lab.quality import DEFAULT_TEXT, QualityOptions, measure_quality
     from lab.quantize import build_ladder, parse_types
     from lab.store import Store
@@ -126,7 +126,7 @@ def main() -> int:
         os.environ["RIGHTSIZER_REPACK"] = "0"  # read by the engine children
 
     def repack_flag(path: Path) -> str:
-        return "--repack" if args.repack == "auto" and extra_bufts_ok(path) else "--no-repack"
+        return "--repack" if args.repack == "auto" and extra_bufts_verdict(path).ok else "--no-repack"
 
     common = ["-c", str(args.ctx), "-t", str(args.threads), "-b", str(args.batch)]
     if args.chunks:

@@ -67,10 +67,10 @@ def main() -> int:
     args = ap.parse_args()
 
     from lab import library
-    from lab.engine.probe import extra_bufts_ok
+    from lab.engine.probe import extra_bufts_verdict
 
     local = library.resolve(args.model)
-    repack = extra_bufts_ok(local.path)
+    repack = extra_bufts_verdict(local.path).ok
     print(f"model {local.path.name}, {args.threads} threads, r={args.reps}, repack={int(repack)} "
           f"(extra CPU buffer types {'run' if repack else 'crash or are off'} here)")
     ours: dict[str, list[float]] = {"pp512": [], "tg128": []}
