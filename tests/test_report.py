@@ -308,6 +308,79 @@ def test_recommend_defaults_to_this_machine_else_all_with_a_note(store: Store, l
     assert "2 other machines" in anywhere.notes[0]
 
 
+# 1200 USD over 4 years x 8766 h x 0.5 busy = 0.068446 USD per busy hour, plus 35 W at 0.30 USD/kWh
+# = 0.0105 USD/h: 0.078946 USD per busy hour, so 1M tokens at T t/s cost 21.9295 / T USD.
+COSTS = {"price_usd": 1200, "lifetime_years": 4, "utilization": 0.5, "power_usd_per_kwh": 0.30, "watts": 35}
+
+
+def test_recommend_cost_limit_and_cheapest_use_the_machine_cost_settings(store: Store, ladder: dict[str, str]) -> None:
+    from lab.cost import set_machine_costs
+
+    set_machine_costs(store, MACHINE, **COSTS)
+    rec = report.recommend(store, machine_id=MACHINE, max_cost_per_mtok=0.75, min_accuracy=0.8, prefer="cheapest")
+    cost = {c.row["file_type"]: c.row["usd_per_mtok"] for c in rec.candidates}
+    assert cost == {"Q2_K": pytest.approx(21.9295 / 40, abs=1e-5), "Q3_K_M": pytest.approx(21.9295 / 35, abs=1e-5),
+                    "Q4_K_M": pytest.approx(0.73098, abs=1e-5), "Q5_K_M": pytest.approx(0.78320, abs=1e-5),
+                    "Q8_0": pytest.approx(1.46197, abs=1e-5), "F16": pytest.approx(2.19295, abs=1e-5)}
+    assert rec.pick is not None and rec.pick.row["file_type"] == "Q4_K_M"
+    # Q5_K_M meets accuracy but costs 0.7832 per 1M, over 0.75
+    q5 = next(c for c in rec.failing if c.row["file_type"] == "Q5_K_M")
+    assert q5.first_failure.name == "max_cost_per_mtok"
+    assert q5.reason() == "USD per 1M tokens 0.7832 is 0.0332 over the limit 0.75 (+4.4%)"
+    assert [c.row["file_type"] for c in rec.candidates] == ["Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q8_0", "F16"]
+    assert rec.notes[-1].startswith("Cost is USD per 1M generated tokens")
+
+    # cheapest without limits: the fastest quant is the cheapest per token here
+    assert report.recommend(store, machine_id=MACHINE, prefer="cheapest").pick.row["file_type"] == "Q2_K"
+
+    # a measured J/token replaces --watts for that candidate: 0.5 J/token at 0.30 USD/kWh = 0.041667 per 1M
+    add_result(store, ladder["Q8_0"], "tg128", time="2025-02-01T00:00:00", avg_ts=15.0, peak_rss_bytes=1600,
+               j_per_token=0.5)
+    q8 = next(r for r in report.model_table(store, MACHINE) if r["file_type"] == "Q8_0")
+    assert q8["usd_per_mtok"] == pytest.approx(0.068446 / (15 * 3600) * 1e6 + 0.041667, abs=1e-5)
+    assert q8["cost_basis"] == "tg t/s, energy from measured J/token"
+
+
+def test_recommend_cost_without_machine_settings_is_unverified_and_cheapest_falls_back_to_memory(
+        store: Store, ladder: dict[str, str]) -> None:
+    rec = report.recommend(store, machine_id=MACHINE, max_cost_per_mtok=1.0)
+    assert rec.pick is None and len(rec.unverified) == 6
+    assert rec.unverified[0].reason() == (
+        "not measured: USD per 1M tokens (cost needs rightsizer machine set --price --lifetime-years "
+        "--utilization --power-price)")
+    assert rec.unverified[0].checks[0].describe() == "USD per 1M tokens could not be computed (limit ≤ 1)"
+    assert any(n.startswith("No candidate has a cost figure") and n.endswith("a cost limit leaves them unverified.")
+               for n in rec.notes)
+    cheap = report.recommend(store, machine_id=MACHINE, prefer="cheapest")
+    # no cost anywhere: least peak memory (Q2_K's 700 B) stands in, and the note says so
+    assert cheap.pick.row["file_type"] == "Q2_K" and cheap.pick.row["usd_per_mtok"] is None
+    assert [c.row["file_type"] for c in cheap.candidates] == ["Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "F16", "Q8_0"]
+    assert any(n.endswith("'cheapest' ranks by peak memory (RSS + VRAM) as a stand-in.") for n in cheap.notes)
+
+
+def test_cli_recommend_shows_the_cost_column_and_limit(store: Store, ladder: dict[str, str],
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from lab.cost import set_machine_costs
+
+    set_machine_costs(store, MACHINE, **COSTS)
+    db = str(store.path)
+    code, out, err = run_cli(["--db", db, "recommend", "--machine", MACHINE, "--max-cost-per-mtok", "0.6",
+                              "-o", "md"], capsys)
+    assert code == 0, err
+    header = next(line for line in out.splitlines() if "status" in line and "USD/1M tok" in line)
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    q2 = next(line for line in out.splitlines() if "tiny-Q2_K.gguf" in line and "PICK" in line)
+    q2_cells = [c.strip() for c in q2.strip("|").split("|")]
+    assert q2_cells[cells.index("USD/1M tok")] == "0.5482"
+    assert q2_cells[cells.index("USD per 1M tokens ≤")] == "pass 0.5482"
+    code, out, _ = run_cli(["--db", db, "recommend", "--machine", MACHINE, "--max-cost-per-mtok", "0.6",
+                            "-o", "json"], capsys)
+    data = json.loads(out)
+    assert data["limits"] == {"max_cost_per_mtok": 0.6}
+    assert data["pick"]["usd_per_mtok"] == pytest.approx(0.54824, abs=1e-5)
+    assert [c["status"] for c in data["candidates"]] == ["pass", "fail", "fail", "fail", "fail", "fail"]
+
+
 def test_parse_bytes() -> None:
     assert report.parse_bytes("2GiB") == 2 * 1024**3
     assert report.parse_bytes("1.5 G") == int(1.5 * 1024**3)

@@ -141,9 +141,12 @@ PREFER_CHOICES = ("smallest", "fastest", "quality", "cheapest")
 @click.option("--min-accuracy", type=float, default=None, help="Eval accuracy at least this fraction, e.g. 0.8.")
 @click.option("--max-kld", type=float, default=None, help="Mean KL-divergence against the reference at most this.")
 @click.option("--max-ppl-ratio", type=float, default=None, help="Perplexity ratio against the reference at most this.")
+@click.option("--max-cost-per-mtok", type=float, default=None, metavar="USD",
+              help="Cost per 1M generated tokens at most this many USD (needs `rightsizer machine set`).")
 @click.option("--prefer", type=click.Choice(PREFER_CHOICES), default="smallest", show_default=True,
               help="Which passing model to pick: smallest file; fastest tg; quality (lowest KLD, then PPL ratio, "
-                   "then accuracy); cheapest (least peak memory: no cost figure is stored yet).")
+                   "then accuracy); cheapest (lowest USD per 1M generated tokens from `rightsizer machine set` "
+                   "and the tg speed; without a cost figure, least peak memory).")
 @click.option("-t", "--threads", type=int, default=None, help="Judge results measured at this many threads.")
 @click.option("-ngl", "--n-gpu-layers", type=int, default=None, help="Judge results measured with this many GPU layers.")
 @click.option("-b", "--batch-size", type=int, default=None, help="Judge results measured at this logical batch size.")
@@ -160,7 +163,7 @@ PREFER_CHOICES = ("smallest", "fastest", "quality", "cheapest")
 def recommend(min_tg: float | None, min_pp: float | None, max_ttft_ms: float | None,
               max_itl_p95_ms: float | None, max_memory: int | None, max_vram: int | None,
               max_j_per_token: float | None, min_accuracy: float | None, max_kld: float | None,
-              max_ppl_ratio: float | None, prefer: str, threads: int | None, n_gpu_layers: int | None,
+              max_ppl_ratio: float | None, max_cost_per_mtok: float | None, prefer: str, threads: int | None, n_gpu_layers: int | None,
               batch_size: int | None, ubatch_size: int | None, flash_attn: int | None,
               cache_type_k: str | None, cache_type_v: str | None, suite: str | None, machine: str | None,
               pp_test: str, tg_test: str, fmt: str, db_path: Path | None) -> None:
@@ -183,7 +186,7 @@ def recommend(min_tg: float | None, min_pp: float | None, max_ttft_ms: float | N
         store, machine_id=machine, min_tg=min_tg, min_pp=min_pp, max_ttft_ms=max_ttft_ms,
         max_itl_p95_ms=max_itl_p95_ms, max_memory_bytes=max_memory, max_vram_bytes=max_vram,
         max_j_per_token=max_j_per_token, min_accuracy=min_accuracy, max_kld=max_kld,
-        max_ppl_ratio=max_ppl_ratio, suite=suite, test_pp=pp_test, test_tg=tg_test, prefer=prefer,
+        max_ppl_ratio=max_ppl_ratio, max_cost_per_mtok=max_cost_per_mtok, suite=suite, test_pp=pp_test, test_tg=tg_test, prefer=prefer,
         config={k: v for k, v in config.items() if v is not None},
     )
     if fmt == "json":
@@ -205,6 +208,7 @@ def recommend(min_tg: float | None, min_pp: float | None, max_ttft_ms: float | N
             cols.append(Column("machine", "machine", align="left"))
         cols.append(Column("status", "status", align="left"))
         cols += [Column(f"limit_{s.name}", _limit_title(s), align="left") for s in specs]
+        cols.append(Column("usd_per_mtok", "USD/1M tok", _usd))
         cols += [Column("config", "measured at", align="left"), Column("why", "why", align="left")]
         if fmt in ("table", "md"):
             if rec.pick is not None:
@@ -221,6 +225,10 @@ def recommend(min_tg: float | None, min_pp: float | None, max_ttft_ms: float | N
         # SystemExit, not ctx.exit(): lab.cli.main runs click with standalone_mode=False, which
         # turns ctx.exit(1) into a return value that main() does not pass on.
         raise SystemExit(1)
+
+
+def _usd(value: Any) -> str:
+    return f"{value:.4f}"
 
 
 def _limit_title(spec: Any) -> str:
