@@ -381,6 +381,113 @@ def test_cli_recommend_shows_the_cost_column_and_limit(store: Store, ladder: dic
     assert [c["status"] for c in data["candidates"]] == ["pass", "fail", "fail", "fail", "fail", "fail"]
 
 
+BASE_ITEMS = [True] * 27 + [False] * 9
+Q4_ITEMS = [True] * 20 + [False] * 7 + [False] * 3 + [True] * 2 + [False] * 4
+
+
+def add_eval_items(store: Store, model_id: str, label: str, correct: list[bool], *, suite: str = "orders",
+                   tokens: tuple[int, int] | None = None) -> str:
+    """An ok eval run of ``suite`` with one stored item per answer (item ids shared across runs)."""
+    run_id = store.create_run("eval", machine_id=MACHINE, model_id=model_id, model_filename=label, config={})
+    store.finish_run(run_id, "ok")
+    n = sum(correct)
+    eval_id = store.add_row("eval_runs", {"run_id": run_id, "model_id": model_id, "model_filename": label,
+                                          "suite": suite, "suite_sha256": "abc", "n_items": len(correct),
+                                          "n_correct": n, "accuracy": n / len(correct),
+                                          "created_at": "2025-01-03T00:00:00"})
+    store.add_rows("eval_items", [{"eval_run_id": eval_id, "model_id": model_id, "item_id": f"order-{i}",
+                                   "item_index": i, "correct": int(c), "status": "ok",
+                                   "n_prompt_tokens": tokens[0] if tokens else None,
+                                   "n_tokens": tokens[1] if tokens else None} for i, c in enumerate(correct)])
+    return eval_id
+
+
+@pytest.fixture
+def with_baseline(store: Store, ladder: dict[str, str]) -> dict[str, str]:
+    """The ladder plus an endpoint "big" (prices 0.15 / 0.60 USD per 1M in / out) with an eval
+    of the same 36 items (27 right) and a chat result; Q4_K_M answered 22 of them right and ran
+    the chat test, Q8_0 answered exactly as the endpoint did."""
+    from lab.cost import set_machine_costs
+    from lab.endpoints import add_endpoint
+
+    set_machine_costs(store, MACHINE, **COSTS)
+    big = add_endpoint(store, "big", url="http://127.0.0.1:9/v1", model="big-model", price_in=0.15, price_out=0.60)
+    add_eval_items(store, big.id, "endpoint:big", BASE_ITEMS, tokens=(100, 20))
+    add_result(store, big.id, "chat", ttft_ms=400.0, e2e_ms=2000.0, avg_ts=50.0, model_filename="endpoint:big")
+    add_eval_items(store, ladder["Q4_K_M"], "tiny-Q4_K_M.gguf", Q4_ITEMS)
+    add_eval_items(store, ladder["Q8_0"], "tiny-Q8_0.gguf", BASE_ITEMS)
+    add_result(store, ladder["Q4_K_M"], "chat", ttft_ms=100.0, e2e_ms=1000.0, avg_ts=25.0)
+    return dict(ladder, big=big.id)
+
+
+def test_recommend_baseline_pairs_accuracy_and_gives_latency_and_cost_ratios(store: Store,
+                                                                              with_baseline: dict[str, str]) -> None:
+    rec = report.recommend(store, machine_id=MACHINE, baseline="endpoint:big")
+    rows = {c.row["model_filename"]: c.row for c in rec.candidates}
+    assert rows["endpoint:big"]["is_baseline"] and rows["endpoint:big"]["vs_baseline"] is None
+    q4 = rows["tiny-Q4_K_M.gguf"]["vs_baseline"]
+    acc = q4["accuracy"]
+    # 20 both right, 2 only Q4_K_M, 7 only the endpoint, 7 neither: -5/36, McNemar p = 92/512
+    assert (acc["n"], acc["both_correct"], acc["only_a"], acc["only_b"], acc["neither"]) == (36, 20, 2, 7, 7)
+    assert acc["difference"] == pytest.approx(-5 / 36)
+    assert acc["difference_ci95"] == [pytest.approx(-0.296, abs=1e-3), pytest.approx(0.028, abs=1e-3)]
+    assert acc["mcnemar_exact_p"] == pytest.approx(92 / 512)
+    assert acc["verdict"].startswith("not distinguishable at n=36 (exact McNemar p = 0.18;")
+    # chat 100 / 400 ms TTFT, 1000 / 2000 ms e2e; per token from the chat streams' 50 / 25 t/s
+    assert (q4["ttft_ratio"], q4["e2e_ratio"], q4["token_time_ratio"], q4["token_time_basis"]) == (
+        0.25, 0.5, 2.0, "chat t/s")
+    # endpoint: (3600 x 0.15 + 720 x 0.60) / 1e6 USD for 720 generated tokens = 1.35 per 1M
+    assert rec.baseline["usd_per_mtok"] == pytest.approx(1.35)
+    assert q4["cost_ratio"] == pytest.approx(21.9295 / 30 / 1.35, abs=1e-5)
+    q8 = rows["tiny-Q8_0.gguf"]["vs_baseline"]
+    assert q8["accuracy"]["difference"] == 0 and q8["accuracy"]["mcnemar_exact_p"] == 1.0
+    # Q8_0 has no chat test: no TTFT ratio, and its tg speed stands against the endpoint's stream
+    assert q8["ttft_ratio"] is None and q8["token_time_ratio"] == pytest.approx(50 / 15)
+    assert q8["token_time_basis"] == "candidate tg t/s against baseline chat t/s"
+    # Q3_K_M never ran the eval
+    assert rows["tiny-Q3_K_M.gguf"]["vs_baseline"]["accuracy_note"] == "the candidate has no eval run"
+    assert rows["tiny-Q2_K.gguf"]["vs_baseline"]["accuracy_note"] == (
+        "the candidate's eval run stored no scored items to pair")
+    # a local model as baseline: the same pairing the other way round
+    local = report.recommend(store, machine_id=MACHINE, baseline="tiny-Q4_K_M.gguf")
+    flipped = {c.row["model_filename"]: c.row for c in local.candidates}["tiny-Q8_0.gguf"]["vs_baseline"]
+    assert flipped["accuracy"]["difference"] == pytest.approx(5 / 36)
+    assert flipped["token_time_ratio"] == pytest.approx(30 / 15) and flipped["token_time_basis"] == "tg t/s"
+    with pytest.raises(LabError, match="No candidate is called 'nope.gguf'"):
+        report.recommend(store, machine_id=MACHINE, baseline="nope.gguf")
+
+
+def test_cli_recommend_baseline_columns(store: Store, with_baseline: dict[str, str],
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(store.path)
+    code, out, err = run_cli(["--db", db, "recommend", "--machine", MACHINE, "--baseline", "endpoint:big",
+                              "-o", "md"], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("| model file"))
+    titles = [c.strip() for c in header.strip("|").split("|")]
+
+    def cells(name: str) -> dict[str, str]:
+        line = next(line for line in lines if f"| {name} " in line)
+        return dict(zip(titles, [c.strip() for c in line.strip("|").split("|")]))
+
+    q4 = cells("tiny-Q4_K_M.gguf")
+    assert q4["Δ accuracy vs baseline (95% CI)"] == "-13.9 pts [-29.6, +2.8] n=36"
+    assert q4["McNemar"] == "not distinguishable (p=0.18)"
+    assert q4["latency ×"] == "TTFT 0.25 e2e 0.50; per token 2.00 (chat t/s)"
+    assert q4["cost ×"] == "0.54"
+    assert cells("endpoint:big")["Δ accuracy vs baseline (95% CI)"] == "baseline"
+    assert any(line.startswith("baseline: endpoint:big (accuracy: paired on the same suite items") for line in lines)
+    code, out, _ = run_cli(["--db", db, "recommend", "--machine", MACHINE, "--baseline", "endpoint:big",
+                            "-o", "json"], capsys)
+    data = json.loads(out)
+    assert data["baseline"]["label"] == "endpoint:big"
+    assert next(c for c in data["candidates"] if c["file_type"] == "Q8_0")["vs_baseline"]["cost_ratio"] == (
+        pytest.approx(21.9295 / 15 / 1.35, abs=1e-5))
+    code, _, err = run_cli(["--db", db, "recommend", "--machine", MACHINE, "--baseline", "endpoint:nope"], capsys)
+    assert code == 1 and err.startswith("error: No endpoint called 'nope' (registered: big)")
+
+
 def test_parse_bytes() -> None:
     assert report.parse_bytes("2GiB") == 2 * 1024**3
     assert report.parse_bytes("1.5 G") == int(1.5 * 1024**3)

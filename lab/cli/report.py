@@ -155,6 +155,9 @@ PREFER_CHOICES = ("smallest", "fastest", "quality", "cheapest")
 @click.option("-ctk", "--cache-type-k", default=None, help="Judge results measured with this KV cache type for K.")
 @click.option("-ctv", "--cache-type-v", default=None, help="Judge results measured with this KV cache type for V.")
 @click.option("--suite", default=None, help="Eval suite whose accuracy counts (default: each model's newest).")
+@click.option("--baseline", default=None, metavar="MODEL",
+              help="Compare every candidate with this: endpoint:NAME, or a model file name, path or id prefix "
+                   "(paired accuracy difference with 95% CI and McNemar verdict, latency and cost ratios).")
 @click.option("--machine", default=None, help="Machine id prefix or hostname (default: this machine, else all).")
 @click.option("--pp-test", default="pp512", show_default=True, help="The prompt test --min-pp checks.")
 @click.option("--tg-test", default="tg128", show_default=True, help="The generation test --min-tg checks.")
@@ -165,8 +168,8 @@ def recommend(min_tg: float | None, min_pp: float | None, max_ttft_ms: float | N
               max_j_per_token: float | None, min_accuracy: float | None, max_kld: float | None,
               max_ppl_ratio: float | None, max_cost_per_mtok: float | None, prefer: str, threads: int | None, n_gpu_layers: int | None,
               batch_size: int | None, ubatch_size: int | None, flash_attn: int | None,
-              cache_type_k: str | None, cache_type_v: str | None, suite: str | None, machine: str | None,
-              pp_test: str, tg_test: str, fmt: str, db_path: Path | None) -> None:
+              cache_type_k: str | None, cache_type_v: str | None, suite: str | None, baseline: str | None,
+              machine: str | None, pp_test: str, tg_test: str, fmt: str, db_path: Path | None) -> None:
     """The model and quant that meets every limit, and why each other one does not.
 
     Every model with a stored figure is a candidate. Each is judged at one configuration: the one
@@ -187,7 +190,7 @@ def recommend(min_tg: float | None, min_pp: float | None, max_ttft_ms: float | N
         max_itl_p95_ms=max_itl_p95_ms, max_memory_bytes=max_memory, max_vram_bytes=max_vram,
         max_j_per_token=max_j_per_token, min_accuracy=min_accuracy, max_kld=max_kld,
         max_ppl_ratio=max_ppl_ratio, max_cost_per_mtok=max_cost_per_mtok, suite=suite, test_pp=pp_test, test_tg=tg_test, prefer=prefer,
-        config={k: v for k, v in config.items() if v is not None},
+        config={k: v for k, v in config.items() if v is not None}, baseline=baseline,
     )
     if fmt == "json":
         click.echo(json.dumps(rec.to_dict(), indent=2, default=str))
@@ -209,6 +212,10 @@ def recommend(min_tg: float | None, min_pp: float | None, max_ttft_ms: float | N
         cols.append(Column("status", "status", align="left"))
         cols += [Column(f"limit_{s.name}", _limit_title(s), align="left") for s in specs]
         cols.append(Column("usd_per_mtok", "USD/1M tok", _usd))
+        if rec.baseline is not None:
+            for row in rows:
+                row.update(baseline_cells(row))
+            cols += [Column(key, title, align="left") for key, title in BASELINE_COLUMNS]
         cols += [Column("config", "measured at", align="left"), Column("why", "why", align="left")]
         if fmt in ("table", "md"):
             if rec.pick is not None:
@@ -218,6 +225,8 @@ def recommend(min_tg: float | None, min_pp: float | None, max_ttft_ms: float | N
                     click.echo(f"  {commands[tool]}")
             for note in rec.notes:
                 click.echo(f"note: {note}")
+            if rec.baseline is not None:
+                click.echo(f"baseline: {rec.baseline['label']} ({rec.baseline['method']})")
             click.echo()
         emit(rows, cols, fmt)
     if rec.pick is None:
@@ -225,6 +234,39 @@ def recommend(min_tg: float | None, min_pp: float | None, max_ttft_ms: float | N
         # SystemExit, not ctx.exit(): lab.cli.main runs click with standalone_mode=False, which
         # turns ctx.exit(1) into a return value that main() does not pass on.
         raise SystemExit(1)
+
+
+BASELINE_COLUMNS = (("vs_accuracy", "Δ accuracy vs baseline (95% CI)"), ("vs_verdict", "McNemar"),
+                    ("vs_latency", "latency ×"), ("vs_cost", "cost ×"))
+
+
+def _times(value: float | None) -> str:
+    return NA if value is None else f"{value:.2f}"
+
+
+def baseline_cells(row: dict[str, Any]) -> dict[str, str]:
+    """The baseline comparison of one recommend row as table cells: accuracy difference in
+    points with its interval, the McNemar verdict, latency ratios (naming what they are) and
+    the cost ratio."""
+    from lab.report.baseline import short_verdict
+
+    if row.get("is_baseline"):
+        return {"vs_accuracy": "baseline", "vs_verdict": "", "vs_latency": "", "vs_cost": ""}
+    vs = row.get("vs_baseline") or {}
+    acc = vs.get("accuracy")
+    if acc and acc["difference"] is not None:
+        low, high = acc["difference_ci95"] or (None, None)
+        ci = f" [{low * 100:+.1f}, {high * 100:+.1f}]" if low is not None else ""
+        accuracy = f"{acc['difference'] * 100:+.1f} pts{ci} n={acc['n']}"
+    else:
+        accuracy = f"n/a ({vs.get('accuracy_note')})" if vs.get("accuracy_note") else NA
+    parts = []
+    if vs.get("ttft_ratio") is not None or vs.get("e2e_ratio") is not None:
+        parts.append(f"TTFT {_times(vs.get('ttft_ratio'))} e2e {_times(vs.get('e2e_ratio'))}")
+    if vs.get("token_time_ratio") is not None:
+        parts.append(f"per token {_times(vs['token_time_ratio'])} ({vs['token_time_basis']})")
+    return {"vs_accuracy": accuracy, "vs_verdict": short_verdict(acc) or NA,
+            "vs_latency": "; ".join(parts) or NA, "vs_cost": _times(vs.get("cost_ratio"))}
 
 
 def _usd(value: Any) -> str:

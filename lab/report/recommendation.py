@@ -178,6 +178,8 @@ class Recommendation:
     notes: list[str] = field(default_factory=list)
     prefer: str = "smallest"
     config: dict[str, Any] | None = None
+    # the baseline every candidate is compared with (lab.report.baseline.add_baseline), if any
+    baseline: dict[str, Any] | None = None
 
     def _order(self, c: Candidate) -> tuple[Any, ...]:
         return PREFER[self.prefer](c.row)
@@ -224,7 +226,7 @@ class Recommendation:
             "pick": self.pick.to_dict() if self.pick else None, "summary": self.summary(),
             "prefer": self.prefer, "config": self.config, "commands": self.commands(),
             "limits": self.limits, "machine_id": self.machine_id, "notes": self.notes,
-            "candidates": [c.to_dict() for c in self.candidates],
+            "candidates": [c.to_dict() for c in self.candidates], "baseline": self.baseline,
         }
 
 
@@ -281,7 +283,7 @@ def recommend(store: "Store", *, machine_id: str | None = None, min_tg: float | 
               max_ppl_ratio: float | None = None, max_cost_per_mtok: float | None = None,
               suite: str | None = None,
               test_pp: str = "pp512", test_tg: str = "tg128", prefer: str = "smallest",
-              config: Mapping[str, Any] | None = None) -> Recommendation:
+              config: Mapping[str, Any] | None = None, baseline: str | None = None) -> Recommendation:
     """The model that meets every limit given, first in ``prefer`` order (:data:`PREFER`).
 
     Candidates are the rows of :func:`model_table` on ``machine_id`` (id, id prefix or hostname):
@@ -291,7 +293,9 @@ def recommend(store: "Store", *, machine_id: str | None = None, min_tg: float | 
     model is judged at its best measured configuration, and the notes say so. A candidate
     lacking a figure that a limit needs is *unverified*: it is never picked and never counted as
     passing. ``min_accuracy`` is a fraction (0.8 = 80%); ``suite`` picks the eval suite whose
-    accuracy counts (default: each model's newest completed eval). Raises LabError when the
+    accuracy counts (default: each model's newest completed eval). ``baseline`` (``endpoint:NAME``
+    or a candidate's file name, path or model id prefix) compares every candidate with it (see
+    :mod:`lab.report.baseline`; each row gets ``vs_baseline``). Raises LabError when the
     store holds no figures to choose from, or a limit or preference is out of range.
     """
     if prefer not in PREFER:
@@ -373,6 +377,11 @@ def recommend(store: "Store", *, machine_id: str | None = None, min_tg: float | 
     if any(c.row.get("imported") and c.unverified for c in candidates):
         notes.append("Some candidates come from imported llama-bench files: their memory, energy and "
                      "latency were not measured, so limits on them are unverified.")
+    against = None
+    if baseline:
+        from lab.report.baseline import add_baseline
+
+        against = add_baseline(store, rows, baseline)
     return Recommendation(pick=passing[0] if passing else None, passing=passing, failing=failing,
                           unverified=unverified, limits=limits, machine_id=chosen_machine, notes=notes,
-                          prefer=prefer, config=wanted or None)
+                          prefer=prefer, config=wanted or None, baseline=against)
