@@ -278,6 +278,36 @@ def _limit_title(spec: Any) -> str:
     return f"{spec.label} {sign}"
 
 
+# --- report -----------------------------------------------------------------------------------
+
+
+@click.command("report")
+@click.option("--model", default=None, help="A model (file name, path or id prefix): its quant ladder, default limits.")
+@click.option("--run", "run_id", default=None, help="A stored run id: its limits, preference and baseline.")
+@click.option("--machine", default=None, help="Machine id prefix or hostname (default: this machine, else all).")
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="report.html (one self-contained file) or report.md (charts as .svg files beside it).")
+@db_option
+def share_report(model: str | None, run_id: str | None, machine: str | None, output: Path,
+                 db_path: Path | None) -> None:
+    """Write a report to share: the question and limits, the machine, the verdict table, the
+    pick's command line, charts (size against KLD, tg against accuracy, cost against accuracy,
+    each with the Pareto front and the baseline) and how each figure was measured.
+
+    With --model the question is the model's ladder under the default limits (PPL ratio at most
+    1.05, the smallest quant); with --run, the limits stored with that run. The HTML file needs
+    no network to open; Markdown links its charts as SVG files next to it.
+    """
+    from lab.report.share import build_report, check_output, write_report
+
+    check_output(output)
+    store = open_store(db_path)
+    built = build_report(store, model=model, run=run_id, machine_id=machine)
+    written = write_report(built, output)
+    click.echo(f"{built.rec.summary()}")
+    click.echo("wrote " + ", ".join(str(p) for p in written))
+
+
 # --- import -----------------------------------------------------------------------------------
 
 
@@ -305,4 +335,4 @@ def import_llama_bench(file: Path, db_path: Path | None) -> None:
                "list them with: rightsizer results --machine import-")
 
 
-COMMANDS = [compare, recommend, import_group]
+COMMANDS = [compare, recommend, share_report, import_group]

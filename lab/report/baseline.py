@@ -133,11 +133,12 @@ def compare_to_baseline(store: "Store", row: Mapping[str, Any], base: Mapping[st
     return out
 
 
-def add_baseline(store: "Store", rows: list[dict[str, Any]], ref: str) -> dict[str, Any]:
+def add_baseline(store: "Store", rows: list[dict[str, Any]], ref: str,
+                 known: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Compare every row with the baseline ``ref`` (in place: ``vs_baseline`` on each row,
     ``is_baseline`` on the baseline's own row); returns the baseline's figures and how they
-    are compared."""
-    base = resolve_baseline(store, ref, rows)
+    are compared. ``known`` (default: ``rows``) are the rows the baseline may be found in."""
+    base = resolve_baseline(store, ref, known if known is not None else rows)
     label = base.get("model_filename") or ref
     for row in rows:
         row["is_baseline"] = row.get("model_id") == base.get("model_id")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from lab.errors import LabError
 from lab.report.common import fmt_bytes, fmt_figure, pct_diff
@@ -283,7 +283,8 @@ def recommend(store: "Store", *, machine_id: str | None = None, min_tg: float | 
               max_ppl_ratio: float | None = None, max_cost_per_mtok: float | None = None,
               suite: str | None = None,
               test_pp: str = "pp512", test_tg: str = "tg128", prefer: str = "smallest",
-              config: Mapping[str, Any] | None = None, baseline: str | None = None) -> Recommendation:
+              config: Mapping[str, Any] | None = None, baseline: str | None = None,
+              model_ids: Iterable[str] | None = None) -> Recommendation:
     """The model that meets every limit given, first in ``prefer`` order (:data:`PREFER`).
 
     Candidates are the rows of :func:`model_table` on ``machine_id`` (id, id prefix or hostname):
@@ -295,7 +296,8 @@ def recommend(store: "Store", *, machine_id: str | None = None, min_tg: float | 
     passing. ``min_accuracy`` is a fraction (0.8 = 80%); ``suite`` picks the eval suite whose
     accuracy counts (default: each model's newest completed eval). ``baseline`` (``endpoint:NAME``
     or a candidate's file name, path or model id prefix) compares every candidate with it (see
-    :mod:`lab.report.baseline`; each row gets ``vs_baseline``). Raises LabError when the
+    :mod:`lab.report.baseline`; each row gets ``vs_baseline``). ``model_ids`` keeps only those
+    models as candidates (a ladder); the baseline may lie outside them. Raises LabError when the
     store holds no figures to choose from, or a limit or preference is out of range.
     """
     if prefer not in PREFER:
@@ -341,6 +343,10 @@ def recommend(store: "Store", *, machine_id: str | None = None, min_tg: float | 
             else:
                 rows = rows or everywhere
                 chosen_machine = here
+    all_rows = rows
+    if model_ids is not None:
+        keep = set(model_ids)
+        rows = [r for r in rows if r.get("model_id") in keep]
     if not rows:
         raise LabError("No figures are stored yet; run `rightsizer bench MODEL` first")
     if wanted:
@@ -381,7 +387,7 @@ def recommend(store: "Store", *, machine_id: str | None = None, min_tg: float | 
     if baseline:
         from lab.report.baseline import add_baseline
 
-        against = add_baseline(store, rows, baseline)
+        against = add_baseline(store, rows, baseline, all_rows)
     return Recommendation(pick=passing[0] if passing else None, passing=passing, failing=failing,
                           unverified=unverified, limits=limits, machine_id=chosen_machine, notes=notes,
                           prefer=prefer, config=wanted or None, baseline=against)
