@@ -11,6 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any, Mapping
 
 from lab.gguf_info import est_rss_ratio
+from lab.report.costs import row_cost
 from lab.select import select
 
 if TYPE_CHECKING:
@@ -72,7 +73,9 @@ def ladder_table(store: "Store", base_model_id: str, *, machine_id: str | None =
     the ladder: F16/BF16/F32 first), ``accuracy``, ``accuracy_ci_low``, ``accuracy_ci_high``,
     ``format_valid_rate``, ``eval_suite``, ``eval_constrained`` (the newest eval run, filtered by
     ``suite`` / ``constrained`` when given), ``n_fallback`` (tensors that fell back to another
-    type when quantized). Anything not measured is None. ``machine_id`` restricts speed,
+    type when quantized), ``usd_per_mtok`` / ``cost_missing`` (cost per 1M generated tokens at
+    that tg speed under its machine's cost settings, see :func:`lab.report.costs.row_cost`).
+    Anything not measured is None. ``machine_id`` restricts speed,
     memory, quality and accuracy to one machine.
 
     Speed and memory come from ONE configuration and one pp / tg test for every row (see
@@ -91,6 +94,7 @@ def ladder_table(store: "Store", base_model_id: str, *, machine_id: str | None =
     speeds = {s.model_id: s for s in select(store, machine_id=machine_id, model_ids=[m["id"] for m in models],
                                             any_size=True, common=True, config=config)}
     out = []
+    settings: dict[str, dict[str, Any]] = {}
     for m in models:
         sel = speeds.get(m["id"])
         pp, tg = (sel.pp, sel.tg) if sel else (None, None)
@@ -98,6 +102,9 @@ def ladder_table(store: "Store", base_model_id: str, *, machine_id: str | None =
         peak = max(measured, key=lambda r: r["peak_rss_bytes"]) if measured else None
         q = _newest_quality(store, m["id"], [r for r in references if r != m["id"]], machine_id)
         e = _newest_eval(store, m["id"], suite, constrained, machine_id)
+        cost = row_cost(store, {"model_filename": m.get("model_filename"), "machine_id": sel.machine_id if sel else None,
+                                "tg_ts": tg["avg_ts"] if tg else None, "j_per_token": tg.get("j_per_token") if tg else None},
+                        settings_cache=settings)
         fallbacks = json.loads(m["fallback_tensors"]) if m.get("fallback_tensors") else None
         out.append({
             "model_id": m["id"],
@@ -128,6 +135,8 @@ def ladder_table(store: "Store", base_model_id: str, *, machine_id: str | None =
             "eval_suite": e["suite"] if e else None,
             "eval_constrained": bool(e["constrained"]) if e else None,
             "n_fallback": len(fallbacks) if fallbacks is not None else None,
+            "usd_per_mtok": cost["usd_per_mtok"],
+            "cost_missing": cost["cost_missing"],
         })
     return out
 

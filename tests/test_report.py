@@ -308,6 +308,186 @@ def test_recommend_defaults_to_this_machine_else_all_with_a_note(store: Store, l
     assert "2 other machines" in anywhere.notes[0]
 
 
+# 1200 USD over 4 years x 8766 h x 0.5 busy = 0.068446 USD per busy hour, plus 35 W at 0.30 USD/kWh
+# = 0.0105 USD/h: 0.078946 USD per busy hour, so 1M tokens at T t/s cost 21.9295 / T USD.
+COSTS = {"price_usd": 1200, "lifetime_years": 4, "utilization": 0.5, "power_usd_per_kwh": 0.30, "watts": 35}
+
+
+def test_recommend_cost_limit_and_cheapest_use_the_machine_cost_settings(store: Store, ladder: dict[str, str]) -> None:
+    from lab.cost import set_machine_costs
+
+    set_machine_costs(store, MACHINE, **COSTS)
+    rec = report.recommend(store, machine_id=MACHINE, max_cost_per_mtok=0.75, min_accuracy=0.8, prefer="cheapest")
+    cost = {c.row["file_type"]: c.row["usd_per_mtok"] for c in rec.candidates}
+    assert cost == {"Q2_K": pytest.approx(21.9295 / 40, abs=1e-5), "Q3_K_M": pytest.approx(21.9295 / 35, abs=1e-5),
+                    "Q4_K_M": pytest.approx(0.73098, abs=1e-5), "Q5_K_M": pytest.approx(0.78320, abs=1e-5),
+                    "Q8_0": pytest.approx(1.46197, abs=1e-5), "F16": pytest.approx(2.19295, abs=1e-5)}
+    assert rec.pick is not None and rec.pick.row["file_type"] == "Q4_K_M"
+    # Q5_K_M meets accuracy but costs 0.7832 per 1M, over 0.75
+    q5 = next(c for c in rec.failing if c.row["file_type"] == "Q5_K_M")
+    assert q5.first_failure.name == "max_cost_per_mtok"
+    assert q5.reason() == "USD per 1M tokens 0.7832 is 0.0332 over the limit 0.75 (+4.4%)"
+    assert [c.row["file_type"] for c in rec.candidates] == ["Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q8_0", "F16"]
+    assert rec.notes[-1].startswith("Cost is USD per 1M generated tokens")
+
+    # cheapest without limits: the fastest quant is the cheapest per token here
+    assert report.recommend(store, machine_id=MACHINE, prefer="cheapest").pick.row["file_type"] == "Q2_K"
+
+    # a measured J/token replaces --watts for that candidate: 0.5 J/token at 0.30 USD/kWh = 0.041667 per 1M
+    add_result(store, ladder["Q8_0"], "tg128", time="2025-02-01T00:00:00", avg_ts=15.0, peak_rss_bytes=1600,
+               j_per_token=0.5)
+    q8 = next(r for r in report.model_table(store, MACHINE) if r["file_type"] == "Q8_0")
+    assert q8["usd_per_mtok"] == pytest.approx(0.068446 / (15 * 3600) * 1e6 + 0.041667, abs=1e-5)
+    assert q8["cost_basis"] == "tg t/s, energy from measured J/token"
+
+
+def test_recommend_cost_without_machine_settings_is_unverified_and_cheapest_falls_back_to_memory(
+        store: Store, ladder: dict[str, str]) -> None:
+    rec = report.recommend(store, machine_id=MACHINE, max_cost_per_mtok=1.0)
+    assert rec.pick is None and len(rec.unverified) == 6
+    assert rec.unverified[0].reason() == (
+        "not measured: USD per 1M tokens (cost needs rightsizer machine set --price --lifetime-years "
+        "--utilization --power-price)")
+    assert rec.unverified[0].checks[0].describe() == "USD per 1M tokens could not be computed (limit ≤ 1)"
+    assert any(n.startswith("No candidate has a cost figure") and n.endswith("a cost limit leaves them unverified.")
+               for n in rec.notes)
+    cheap = report.recommend(store, machine_id=MACHINE, prefer="cheapest")
+    # no cost anywhere: least peak memory (Q2_K's 700 B) stands in, and the note says so
+    assert cheap.pick.row["file_type"] == "Q2_K" and cheap.pick.row["usd_per_mtok"] is None
+    assert [c.row["file_type"] for c in cheap.candidates] == ["Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "F16", "Q8_0"]
+    assert any(n.endswith("'cheapest' ranks by peak memory (RSS + VRAM) as a stand-in.") for n in cheap.notes)
+
+
+def test_cli_recommend_shows_the_cost_column_and_limit(store: Store, ladder: dict[str, str],
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from lab.cost import set_machine_costs
+
+    set_machine_costs(store, MACHINE, **COSTS)
+    db = str(store.path)
+    code, out, err = run_cli(["--db", db, "recommend", "--machine", MACHINE, "--max-cost-per-mtok", "0.6",
+                              "-o", "md"], capsys)
+    assert code == 0, err
+    header = next(line for line in out.splitlines() if "status" in line and "USD/1M tok" in line)
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    q2 = next(line for line in out.splitlines() if "tiny-Q2_K.gguf" in line and "PICK" in line)
+    q2_cells = [c.strip() for c in q2.strip("|").split("|")]
+    assert q2_cells[cells.index("USD/1M tok")] == "0.5482"
+    assert q2_cells[cells.index("USD per 1M tokens ≤")] == "pass 0.5482"
+    code, out, _ = run_cli(["--db", db, "recommend", "--machine", MACHINE, "--max-cost-per-mtok", "0.6",
+                            "-o", "json"], capsys)
+    data = json.loads(out)
+    assert data["limits"] == {"max_cost_per_mtok": 0.6}
+    assert data["pick"]["usd_per_mtok"] == pytest.approx(0.54824, abs=1e-5)
+    assert [c["status"] for c in data["candidates"]] == ["pass", "fail", "fail", "fail", "fail", "fail"]
+
+
+BASE_ITEMS = [True] * 27 + [False] * 9
+Q4_ITEMS = [True] * 20 + [False] * 7 + [False] * 3 + [True] * 2 + [False] * 4
+
+
+def add_eval_items(store: Store, model_id: str, label: str, correct: list[bool], *, suite: str = "orders",
+                   tokens: tuple[int, int] | None = None) -> str:
+    """An ok eval run of ``suite`` with one stored item per answer (item ids shared across runs)."""
+    run_id = store.create_run("eval", machine_id=MACHINE, model_id=model_id, model_filename=label, config={})
+    store.finish_run(run_id, "ok")
+    n = sum(correct)
+    eval_id = store.add_row("eval_runs", {"run_id": run_id, "model_id": model_id, "model_filename": label,
+                                          "suite": suite, "suite_sha256": "abc", "n_items": len(correct),
+                                          "n_correct": n, "accuracy": n / len(correct),
+                                          "created_at": "2025-01-03T00:00:00"})
+    store.add_rows("eval_items", [{"eval_run_id": eval_id, "model_id": model_id, "item_id": f"order-{i}",
+                                   "item_index": i, "correct": int(c), "status": "ok",
+                                   "n_prompt_tokens": tokens[0] if tokens else None,
+                                   "n_tokens": tokens[1] if tokens else None} for i, c in enumerate(correct)])
+    return eval_id
+
+
+@pytest.fixture
+def with_baseline(store: Store, ladder: dict[str, str]) -> dict[str, str]:
+    """The ladder plus an endpoint "big" (prices 0.15 / 0.60 USD per 1M in / out) with an eval
+    of the same 36 items (27 right) and a chat result; Q4_K_M answered 22 of them right and ran
+    the chat test, Q8_0 answered exactly as the endpoint did."""
+    from lab.cost import set_machine_costs
+    from lab.endpoints import add_endpoint
+
+    set_machine_costs(store, MACHINE, **COSTS)
+    big = add_endpoint(store, "big", url="http://127.0.0.1:9/v1", model="big-model", price_in=0.15, price_out=0.60)
+    add_eval_items(store, big.id, "endpoint:big", BASE_ITEMS, tokens=(100, 20))
+    add_result(store, big.id, "chat", ttft_ms=400.0, e2e_ms=2000.0, avg_ts=50.0, model_filename="endpoint:big")
+    add_eval_items(store, ladder["Q4_K_M"], "tiny-Q4_K_M.gguf", Q4_ITEMS)
+    add_eval_items(store, ladder["Q8_0"], "tiny-Q8_0.gguf", BASE_ITEMS)
+    add_result(store, ladder["Q4_K_M"], "chat", ttft_ms=100.0, e2e_ms=1000.0, avg_ts=25.0)
+    return dict(ladder, big=big.id)
+
+
+def test_recommend_baseline_pairs_accuracy_and_gives_latency_and_cost_ratios(store: Store,
+                                                                              with_baseline: dict[str, str]) -> None:
+    rec = report.recommend(store, machine_id=MACHINE, baseline="endpoint:big")
+    rows = {c.row["model_filename"]: c.row for c in rec.candidates}
+    assert rows["endpoint:big"]["is_baseline"] and rows["endpoint:big"]["vs_baseline"] is None
+    q4 = rows["tiny-Q4_K_M.gguf"]["vs_baseline"]
+    acc = q4["accuracy"]
+    # 20 both right, 2 only Q4_K_M, 7 only the endpoint, 7 neither: -5/36, McNemar p = 92/512
+    assert (acc["n"], acc["both_correct"], acc["only_a"], acc["only_b"], acc["neither"]) == (36, 20, 2, 7, 7)
+    assert acc["difference"] == pytest.approx(-5 / 36)
+    assert acc["difference_ci95"] == [pytest.approx(-0.296, abs=1e-3), pytest.approx(0.028, abs=1e-3)]
+    assert acc["mcnemar_exact_p"] == pytest.approx(92 / 512)
+    assert acc["verdict"].startswith("not distinguishable at n=36 (exact McNemar p = 0.18;")
+    # chat 100 / 400 ms TTFT, 1000 / 2000 ms e2e; per token from the chat streams' 50 / 25 t/s
+    assert (q4["ttft_ratio"], q4["e2e_ratio"], q4["token_time_ratio"], q4["token_time_basis"]) == (
+        0.25, 0.5, 2.0, "chat t/s")
+    # endpoint: (3600 x 0.15 + 720 x 0.60) / 1e6 USD for 720 generated tokens = 1.35 per 1M
+    assert rec.baseline["usd_per_mtok"] == pytest.approx(1.35)
+    assert q4["cost_ratio"] == pytest.approx(21.9295 / 30 / 1.35, abs=1e-5)
+    q8 = rows["tiny-Q8_0.gguf"]["vs_baseline"]
+    assert q8["accuracy"]["difference"] == 0 and q8["accuracy"]["mcnemar_exact_p"] == 1.0
+    # Q8_0 has no chat test: no TTFT ratio, and its tg speed stands against the endpoint's stream
+    assert q8["ttft_ratio"] is None and q8["token_time_ratio"] == pytest.approx(50 / 15)
+    assert q8["token_time_basis"] == "candidate tg t/s against baseline chat t/s"
+    # Q3_K_M never ran the eval
+    assert rows["tiny-Q3_K_M.gguf"]["vs_baseline"]["accuracy_note"] == "the candidate has no eval run"
+    assert rows["tiny-Q2_K.gguf"]["vs_baseline"]["accuracy_note"] == (
+        "the candidate's eval run stored no scored items to pair")
+    # a local model as baseline: the same pairing the other way round
+    local = report.recommend(store, machine_id=MACHINE, baseline="tiny-Q4_K_M.gguf")
+    flipped = {c.row["model_filename"]: c.row for c in local.candidates}["tiny-Q8_0.gguf"]["vs_baseline"]
+    assert flipped["accuracy"]["difference"] == pytest.approx(5 / 36)
+    assert flipped["token_time_ratio"] == pytest.approx(30 / 15) and flipped["token_time_basis"] == "tg t/s"
+    with pytest.raises(LabError, match="No candidate is called 'nope.gguf'"):
+        report.recommend(store, machine_id=MACHINE, baseline="nope.gguf")
+
+
+def test_cli_recommend_baseline_columns(store: Store, with_baseline: dict[str, str],
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(store.path)
+    code, out, err = run_cli(["--db", db, "recommend", "--machine", MACHINE, "--baseline", "endpoint:big",
+                              "-o", "md"], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("| model file"))
+    titles = [c.strip() for c in header.strip("|").split("|")]
+
+    def cells(name: str) -> dict[str, str]:
+        line = next(line for line in lines if f"| {name} " in line)
+        return dict(zip(titles, [c.strip() for c in line.strip("|").split("|")]))
+
+    q4 = cells("tiny-Q4_K_M.gguf")
+    assert q4["Δ accuracy vs baseline (95% CI)"] == "-13.9 pts [-29.6, +2.8] n=36"
+    assert q4["McNemar"] == "not distinguishable (p=0.18)"
+    assert q4["latency ×"] == "TTFT 0.25 e2e 0.50; per token 2.00 (chat t/s)"
+    assert q4["cost ×"] == "0.54"
+    assert cells("endpoint:big")["Δ accuracy vs baseline (95% CI)"] == "baseline"
+    assert any(line.startswith("baseline: endpoint:big (accuracy: paired on the same suite items") for line in lines)
+    code, out, _ = run_cli(["--db", db, "recommend", "--machine", MACHINE, "--baseline", "endpoint:big",
+                            "-o", "json"], capsys)
+    data = json.loads(out)
+    assert data["baseline"]["label"] == "endpoint:big"
+    assert next(c for c in data["candidates"] if c["file_type"] == "Q8_0")["vs_baseline"]["cost_ratio"] == (
+        pytest.approx(21.9295 / 15 / 1.35, abs=1e-5))
+    code, _, err = run_cli(["--db", db, "recommend", "--machine", MACHINE, "--baseline", "endpoint:nope"], capsys)
+    assert code == 1 and err.startswith("error: No endpoint called 'nope' (registered: big)")
+
+
 def test_parse_bytes() -> None:
     assert report.parse_bytes("2GiB") == 2 * 1024**3
     assert report.parse_bytes("1.5 G") == int(1.5 * 1024**3)

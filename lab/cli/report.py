@@ -141,9 +141,12 @@ PREFER_CHOICES = ("smallest", "fastest", "quality", "cheapest")
 @click.option("--min-accuracy", type=float, default=None, help="Eval accuracy at least this fraction, e.g. 0.8.")
 @click.option("--max-kld", type=float, default=None, help="Mean KL-divergence against the reference at most this.")
 @click.option("--max-ppl-ratio", type=float, default=None, help="Perplexity ratio against the reference at most this.")
+@click.option("--max-cost-per-mtok", type=float, default=None, metavar="USD",
+              help="Cost per 1M generated tokens at most this many USD (needs `rightsizer machine set`).")
 @click.option("--prefer", type=click.Choice(PREFER_CHOICES), default="smallest", show_default=True,
               help="Which passing model to pick: smallest file; fastest tg; quality (lowest KLD, then PPL ratio, "
-                   "then accuracy); cheapest (least peak memory: no cost figure is stored yet).")
+                   "then accuracy); cheapest (lowest USD per 1M generated tokens from `rightsizer machine set` "
+                   "and the tg speed; without a cost figure, least peak memory).")
 @click.option("-t", "--threads", type=int, default=None, help="Judge results measured at this many threads.")
 @click.option("-ngl", "--n-gpu-layers", type=int, default=None, help="Judge results measured with this many GPU layers.")
 @click.option("-b", "--batch-size", type=int, default=None, help="Judge results measured at this logical batch size.")
@@ -152,6 +155,9 @@ PREFER_CHOICES = ("smallest", "fastest", "quality", "cheapest")
 @click.option("-ctk", "--cache-type-k", default=None, help="Judge results measured with this KV cache type for K.")
 @click.option("-ctv", "--cache-type-v", default=None, help="Judge results measured with this KV cache type for V.")
 @click.option("--suite", default=None, help="Eval suite whose accuracy counts (default: each model's newest).")
+@click.option("--baseline", default=None, metavar="MODEL",
+              help="Compare every candidate with this: endpoint:NAME, or a model file name, path or id prefix "
+                   "(paired accuracy difference with 95% CI and McNemar verdict, latency and cost ratios).")
 @click.option("--machine", default=None, help="Machine id prefix or hostname (default: this machine, else all).")
 @click.option("--pp-test", default="pp512", show_default=True, help="The prompt test --min-pp checks.")
 @click.option("--tg-test", default="tg128", show_default=True, help="The generation test --min-tg checks.")
@@ -160,10 +166,10 @@ PREFER_CHOICES = ("smallest", "fastest", "quality", "cheapest")
 def recommend(min_tg: float | None, min_pp: float | None, max_ttft_ms: float | None,
               max_itl_p95_ms: float | None, max_memory: int | None, max_vram: int | None,
               max_j_per_token: float | None, min_accuracy: float | None, max_kld: float | None,
-              max_ppl_ratio: float | None, prefer: str, threads: int | None, n_gpu_layers: int | None,
+              max_ppl_ratio: float | None, max_cost_per_mtok: float | None, prefer: str, threads: int | None, n_gpu_layers: int | None,
               batch_size: int | None, ubatch_size: int | None, flash_attn: int | None,
-              cache_type_k: str | None, cache_type_v: str | None, suite: str | None, machine: str | None,
-              pp_test: str, tg_test: str, fmt: str, db_path: Path | None) -> None:
+              cache_type_k: str | None, cache_type_v: str | None, suite: str | None, baseline: str | None,
+              machine: str | None, pp_test: str, tg_test: str, fmt: str, db_path: Path | None) -> None:
     """The model and quant that meets every limit, and why each other one does not.
 
     Every model with a stored figure is a candidate. Each is judged at one configuration: the one
@@ -183,8 +189,8 @@ def recommend(min_tg: float | None, min_pp: float | None, max_ttft_ms: float | N
         store, machine_id=machine, min_tg=min_tg, min_pp=min_pp, max_ttft_ms=max_ttft_ms,
         max_itl_p95_ms=max_itl_p95_ms, max_memory_bytes=max_memory, max_vram_bytes=max_vram,
         max_j_per_token=max_j_per_token, min_accuracy=min_accuracy, max_kld=max_kld,
-        max_ppl_ratio=max_ppl_ratio, suite=suite, test_pp=pp_test, test_tg=tg_test, prefer=prefer,
-        config={k: v for k, v in config.items() if v is not None},
+        max_ppl_ratio=max_ppl_ratio, max_cost_per_mtok=max_cost_per_mtok, suite=suite, test_pp=pp_test, test_tg=tg_test, prefer=prefer,
+        config={k: v for k, v in config.items() if v is not None}, baseline=baseline,
     )
     if fmt == "json":
         click.echo(json.dumps(rec.to_dict(), indent=2, default=str))
@@ -205,6 +211,11 @@ def recommend(min_tg: float | None, min_pp: float | None, max_ttft_ms: float | N
             cols.append(Column("machine", "machine", align="left"))
         cols.append(Column("status", "status", align="left"))
         cols += [Column(f"limit_{s.name}", _limit_title(s), align="left") for s in specs]
+        cols.append(Column("usd_per_mtok", "USD/1M tok", _usd))
+        if rec.baseline is not None:
+            for row in rows:
+                row.update(baseline_cells(row))
+            cols += [Column(key, title, align="left") for key, title in BASELINE_COLUMNS]
         cols += [Column("config", "measured at", align="left"), Column("why", "why", align="left")]
         if fmt in ("table", "md"):
             if rec.pick is not None:
@@ -214,6 +225,8 @@ def recommend(min_tg: float | None, min_pp: float | None, max_ttft_ms: float | N
                     click.echo(f"  {commands[tool]}")
             for note in rec.notes:
                 click.echo(f"note: {note}")
+            if rec.baseline is not None:
+                click.echo(f"baseline: {rec.baseline['label']} ({rec.baseline['method']})")
             click.echo()
         emit(rows, cols, fmt)
     if rec.pick is None:
@@ -223,9 +236,76 @@ def recommend(min_tg: float | None, min_pp: float | None, max_ttft_ms: float | N
         raise SystemExit(1)
 
 
+BASELINE_COLUMNS = (("vs_accuracy", "Δ accuracy vs baseline (95% CI)"), ("vs_verdict", "McNemar"),
+                    ("vs_latency", "latency ×"), ("vs_cost", "cost ×"))
+
+
+def _times(value: float | None) -> str:
+    return NA if value is None else f"{value:.2f}"
+
+
+def baseline_cells(row: dict[str, Any]) -> dict[str, str]:
+    """The baseline comparison of one recommend row as table cells: accuracy difference in
+    points with its interval, the McNemar verdict, latency ratios (naming what they are) and
+    the cost ratio."""
+    from lab.report.baseline import short_verdict
+
+    if row.get("is_baseline"):
+        return {"vs_accuracy": "baseline", "vs_verdict": "", "vs_latency": "", "vs_cost": ""}
+    vs = row.get("vs_baseline") or {}
+    acc = vs.get("accuracy")
+    if acc and acc["difference"] is not None:
+        low, high = acc["difference_ci95"] or (None, None)
+        ci = f" [{low * 100:+.1f}, {high * 100:+.1f}]" if low is not None else ""
+        accuracy = f"{acc['difference'] * 100:+.1f} pts{ci} n={acc['n']}"
+    else:
+        accuracy = f"n/a ({vs.get('accuracy_note')})" if vs.get("accuracy_note") else NA
+    parts = []
+    if vs.get("ttft_ratio") is not None or vs.get("e2e_ratio") is not None:
+        parts.append(f"TTFT {_times(vs.get('ttft_ratio'))} e2e {_times(vs.get('e2e_ratio'))}")
+    if vs.get("token_time_ratio") is not None:
+        parts.append(f"per token {_times(vs['token_time_ratio'])} ({vs['token_time_basis']})")
+    return {"vs_accuracy": accuracy, "vs_verdict": short_verdict(acc) or NA,
+            "vs_latency": "; ".join(parts) or NA, "vs_cost": _times(vs.get("cost_ratio"))}
+
+
+def _usd(value: Any) -> str:
+    return f"{value:.4f}"
+
+
 def _limit_title(spec: Any) -> str:
     sign = "≥" if spec.kind == "min" else "≤"
     return f"{spec.label} {sign}"
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+@click.command("report")
+@click.option("--model", default=None, help="A model (file name, path or id prefix): its quant ladder, default limits.")
+@click.option("--run", "run_id", default=None, help="A stored run id: its limits, preference and baseline.")
+@click.option("--machine", default=None, help="Machine id prefix or hostname (default: this machine, else all).")
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="report.html (one self-contained file) or report.md (charts as .svg files beside it).")
+@db_option
+def share_report(model: str | None, run_id: str | None, machine: str | None, output: Path,
+                 db_path: Path | None) -> None:
+    """Write a report to share: the question and limits, the machine, the verdict table, the
+    pick's command line, charts (size against KLD, tg against accuracy, cost against accuracy,
+    each with the Pareto front and the baseline) and how each figure was measured.
+
+    With --model the question is the model's ladder under the default limits (PPL ratio at most
+    1.05, the smallest quant); with --run, the limits stored with that run. The HTML file needs
+    no network to open; Markdown links its charts as SVG files next to it.
+    """
+    from lab.report.share import build_report, check_output, write_report
+
+    check_output(output)
+    store = open_store(db_path)
+    built = build_report(store, model=model, run=run_id, machine_id=machine)
+    written = write_report(built, output)
+    click.echo(f"{built.rec.summary()}")
+    click.echo("wrote " + ", ".join(str(p) for p in written))
 
 
 # --- import -----------------------------------------------------------------------------------
@@ -255,4 +335,4 @@ def import_llama_bench(file: Path, db_path: Path | None) -> None:
                "list them with: rightsizer results --machine import-")
 
 
-COMMANDS = [compare, recommend, import_group]
+COMMANDS = [compare, recommend, share_report, import_group]

@@ -9,6 +9,10 @@ says which. No Textual, no llama.cpp.
 * :mod:`lab.report.table`      one row per model and machine; the Pareto frontier of such rows
 * :mod:`lab.report.recommendation`  the model that meets every limit, by preference, and why the others do not
 * :mod:`lab.report.importers`  llama-bench ``-o json`` / ``jsonl`` / ``csv`` / ``sql`` output as runs and results
+* :mod:`lab.report.costs`      cost per 1M generated tokens of a table row (machine settings or endpoint prices)
+* :mod:`lab.report.baseline`   every candidate against a baseline: paired accuracy, latency and cost ratios
+* :mod:`lab.report.share`      the report to share (HTML / Markdown), its charts in :mod:`lab.report.charts`
+  (matplotlib, the ``report`` extra; imported only by ``rightsizer report``)
 
 A figure that was never measured is None all the way through: it is never 0, never guessed, and a
 limit that needs it is reported as *unverified*, not as passed.

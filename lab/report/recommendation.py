@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from lab.errors import LabError
 from lab.report.common import fmt_bytes, fmt_figure, pct_diff
@@ -38,6 +38,7 @@ LIMITS: tuple[LimitSpec, ...] = (
     LimitSpec("min_accuracy", "accuracy", "min", "accuracy"),
     LimitSpec("max_kld", "kld_mean", "max", "KLD"),
     LimitSpec("max_ppl_ratio", "ppl_ratio", "max", "PPL ratio"),
+    LimitSpec("max_cost_per_mtok", "usd_per_mtok", "max", "USD per 1M tokens"),
 )
 
 
@@ -68,6 +69,8 @@ class LimitCheck:
 
     def describe(self) -> str:
         """``"tg128 t/s 12.30 is 7.70 below the minimum 20 (-38.5%)"`` and the like."""
+        if self.status == "unverified" and self.key == "usd_per_mtok":
+            return f"{self.label} could not be computed (limit ≤ {self._fmt(self.limit)})"
         if self.status == "unverified":
             return f"{self.label} was never measured (limit {'≥' if self.kind == 'min' else '≤'} {self._fmt(self.limit)})"
         pct = f" ({self.delta_pct:+.1f}%)" if self.delta_pct is not None else ""
@@ -109,7 +112,10 @@ class Candidate:
             return failure.describe()
         missing = self.unverified
         if missing:
-            return "not measured: " + ", ".join(c.label for c in missing)
+            text = "not measured: " + ", ".join(c.label for c in missing)
+            if any(c.key == "usd_per_mtok" for c in missing) and self.row.get("cost_missing"):
+                text += f" (cost needs {', '.join(self.row['cost_missing'])})"
+            return text
         return "meets every limit"
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,8 +148,9 @@ PREFER: dict[str, Callable[[Mapping[str, Any]], tuple[Any, ...]]] = {
     "fastest": lambda r: (none_last(_neg(r.get("tg_ts"))), none_last(_neg(r.get("pp_ts"))), *_smallest(r)),
     "quality": lambda r: (none_last(r.get("kld_mean")), none_last(r.get("ppl_ratio")),
                           none_last(_neg(r.get("accuracy"))), *_smallest(r)),
-    # No cost figure is stored yet: the memory a deployment must provide stands in for it.
-    "cheapest": lambda r: (none_last(_memory_need(r)), *_smallest(r)),
+    # Cost per 1M generated tokens first; a candidate whose cost cannot be computed comes after
+    # every one whose cost can, ranked by the memory a deployment must provide.
+    "cheapest": lambda r: (none_last(r.get("usd_per_mtok")), none_last(_memory_need(r)), *_smallest(r)),
 }
 PREFER_WORDS = {"smallest": "the smallest", "fastest": "the fastest", "quality": "the highest-quality",
                 "cheapest": "the cheapest"}
@@ -151,7 +158,8 @@ PREFER_HELP = {
     "smallest": "smallest file, then smallest peak RSS",
     "fastest": "highest generation t/s, then prompt t/s",
     "quality": "lowest KLD against the reference, then PPL ratio, then highest accuracy",
-    "cheapest": "least peak memory (RSS + VRAM): no cost figure is stored yet, so memory stands in for it",
+    "cheapest": ("lowest cost per 1M generated tokens (machine cost settings and tg speed); candidates whose "
+                 "cost cannot be computed come last, by least peak memory (RSS + VRAM)"),
 }
 
 
@@ -170,6 +178,8 @@ class Recommendation:
     notes: list[str] = field(default_factory=list)
     prefer: str = "smallest"
     config: dict[str, Any] | None = None
+    # the baseline every candidate is compared with (lab.report.baseline.add_baseline), if any
+    baseline: dict[str, Any] | None = None
 
     def _order(self, c: Candidate) -> tuple[Any, ...]:
         return PREFER[self.prefer](c.row)
@@ -216,7 +226,7 @@ class Recommendation:
             "pick": self.pick.to_dict() if self.pick else None, "summary": self.summary(),
             "prefer": self.prefer, "config": self.config, "commands": self.commands(),
             "limits": self.limits, "machine_id": self.machine_id, "notes": self.notes,
-            "candidates": [c.to_dict() for c in self.candidates],
+            "candidates": [c.to_dict() for c in self.candidates], "baseline": self.baseline,
         }
 
 
@@ -229,6 +239,28 @@ def check_limit(spec: LimitSpec, limit: float, row: dict[str, Any]) -> LimitChec
     delta = value - limit
     return LimitCheck(spec.name, spec.key, spec.kind, spec.label, limit, value, "pass" if ok else "fail",
                       delta, pct_diff(value, limit), spec.unit)
+
+
+def _cost_notes(rows: list[dict[str, Any]], prefer: str) -> list[str]:
+    """What the cost figures rest on, and which candidates have none (and what they need)."""
+    costed = [r for r in rows if r.get("usd_per_mtok") is not None]
+    uncosted = [r for r in rows if r.get("usd_per_mtok") is None]
+    notes = []
+    if costed:
+        notes.append("Cost is USD per 1M generated tokens: machine price amortised over its busy hours plus "
+                     "energy, at each candidate's measured tg speed (endpoints: their prices).")
+    if uncosted:
+        needs = sorted({need for r in uncosted for need in r.get("cost_missing") or []})
+        which = "No candidate has" if not costed else f"{len(uncosted)} candidate{'s' if len(uncosted) != 1 else ''} " \
+                f"{'have' if len(uncosted) != 1 else 'has'}"
+        if prefer != "cheapest":
+            then = "a cost limit leaves them unverified."
+        elif costed:
+            then = "'cheapest' ranks them after the costed ones, by peak memory (RSS + VRAM)."
+        else:
+            then = "'cheapest' ranks by peak memory (RSS + VRAM) as a stand-in."
+        notes.append(f"{which} a cost figure (needs {'; '.join(needs) or 'a tg speed'}); {then}")
+    return notes
 
 
 def current_machine_id() -> str | None:
@@ -248,9 +280,11 @@ def recommend(store: "Store", *, machine_id: str | None = None, min_tg: float | 
               max_itl_p95_ms: float | None = None, max_memory_bytes: int | None = None,
               max_vram_bytes: int | None = None, max_j_per_token: float | None = None,
               min_accuracy: float | None = None, max_kld: float | None = None,
-              max_ppl_ratio: float | None = None, suite: str | None = None,
+              max_ppl_ratio: float | None = None, max_cost_per_mtok: float | None = None,
+              suite: str | None = None,
               test_pp: str = "pp512", test_tg: str = "tg128", prefer: str = "smallest",
-              config: Mapping[str, Any] | None = None) -> Recommendation:
+              config: Mapping[str, Any] | None = None, baseline: str | None = None,
+              model_ids: Iterable[str] | None = None) -> Recommendation:
     """The model that meets every limit given, first in ``prefer`` order (:data:`PREFER`).
 
     Candidates are the rows of :func:`model_table` on ``machine_id`` (id, id prefix or hostname):
@@ -260,7 +294,10 @@ def recommend(store: "Store", *, machine_id: str | None = None, min_tg: float | 
     model is judged at its best measured configuration, and the notes say so. A candidate
     lacking a figure that a limit needs is *unverified*: it is never picked and never counted as
     passing. ``min_accuracy`` is a fraction (0.8 = 80%); ``suite`` picks the eval suite whose
-    accuracy counts (default: each model's newest completed eval). Raises LabError when the
+    accuracy counts (default: each model's newest completed eval). ``baseline`` (``endpoint:NAME``
+    or a candidate's file name, path or model id prefix) compares every candidate with it (see
+    :mod:`lab.report.baseline`; each row gets ``vs_baseline``). ``model_ids`` keeps only those
+    models as candidates (a ladder); the baseline may lie outside them. Raises LabError when the
     store holds no figures to choose from, or a limit or preference is out of range.
     """
     if prefer not in PREFER:
@@ -268,7 +305,7 @@ def recommend(store: "Store", *, machine_id: str | None = None, min_tg: float | 
     given = {"min_tg": min_tg, "min_pp": min_pp, "max_ttft_ms": max_ttft_ms, "max_itl_p95_ms": max_itl_p95_ms,
              "max_memory_bytes": max_memory_bytes, "max_vram_bytes": max_vram_bytes,
              "max_j_per_token": max_j_per_token, "min_accuracy": min_accuracy, "max_kld": max_kld,
-             "max_ppl_ratio": max_ppl_ratio}
+             "max_ppl_ratio": max_ppl_ratio, "max_cost_per_mtok": max_cost_per_mtok}
     limits = {k: float(v) for k, v in given.items() if v is not None}
     for name, value in limits.items():
         if math.isnan(value) or value < 0:
@@ -306,6 +343,10 @@ def recommend(store: "Store", *, machine_id: str | None = None, min_tg: float | 
             else:
                 rows = rows or everywhere
                 chosen_machine = here
+    all_rows = rows
+    if model_ids is not None:
+        keep = set(model_ids)
+        rows = [r for r in rows if r.get("model_id") in keep]
     if not rows:
         raise LabError("No figures are stored yet; run `rightsizer bench MODEL` first")
     if wanted:
@@ -319,8 +360,8 @@ def recommend(store: "Store", *, machine_id: str | None = None, min_tg: float | 
     if any(r.get("other_configs") for r in rows):
         notes.append("Some models were also measured at other configurations; their figures are not mixed in "
                      "(see `rightsizer results`).")
-    if prefer == "cheapest":
-        notes.append("No cost figure is stored yet: 'cheapest' ranks by peak memory (RSS + VRAM) as a stand-in.")
+    if prefer == "cheapest" or "max_cost_per_mtok" in limits:
+        notes += _cost_notes(rows, prefer)
     active = [spec for spec in limit_specs(test_pp, test_tg) if spec.name in limits]
     candidates = [Candidate(row, [check_limit(spec, limits[spec.name], row) for spec in active]) for row in rows]
     order = PREFER[prefer]
@@ -342,6 +383,11 @@ def recommend(store: "Store", *, machine_id: str | None = None, min_tg: float | 
     if any(c.row.get("imported") and c.unverified for c in candidates):
         notes.append("Some candidates come from imported llama-bench files: their memory, energy and "
                      "latency were not measured, so limits on them are unverified.")
+    against = None
+    if baseline:
+        from lab.report.baseline import add_baseline
+
+        against = add_baseline(store, rows, baseline, all_rows)
     return Recommendation(pick=passing[0] if passing else None, passing=passing, failing=failing,
                           unverified=unverified, limits=limits, machine_id=chosen_machine, notes=notes,
-                          prefer=prefer, config=wanted or None)
+                          prefer=prefer, config=wanted or None, baseline=against)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from lab.report.common import IMPORTED_MACHINE_PREFIX, bool_or_none
+from lab.report.costs import add_costs
 from lab.select import Selection, select
 
 if TYPE_CHECKING:
@@ -70,7 +71,9 @@ def model_table(store: "Store", machine_id: str | None = None, test_pp: str = "p
       ``ppl_ratio``, ``same_top_p``, ``quality_reference``
     * eval (newest completed ``eval_runs`` row, of ``suite`` when given): ``accuracy``,
       ``accuracy_ci_low``, ``accuracy_ci_high``, ``format_valid_rate``, ``eval_suite``,
-      ``eval_n_items``
+      ``eval_n_items``, ``eval_run_id``
+    * cost (:func:`lab.report.costs.row_cost`): ``usd_per_mtok`` per 1M generated tokens at the
+      tg speed, ``cost_basis``, ``cost_missing`` (what it needs when it cannot be computed)
 
     Every figure that was never measured is None.
     """
@@ -90,7 +93,7 @@ def model_table(store: "Store", machine_id: str | None = None, test_pp: str = "p
     rows.sort(key=lambda r: (none_last(r["file_size"]), none_last(r["model_size"]),
                              none_last(r["peak_rss_bytes"]), r["model_filename"] or "", r["hostname"] or "",
                              r["machine_id"] or ""))
-    return rows
+    return add_costs(store, rows)
 
 
 def none_last(value: float | None) -> tuple[int, float]:
@@ -113,7 +116,7 @@ def _figures(row: dict[str, Any], quality: Mapping[str, Any], ev: Mapping[str, A
                same_top_p=quality.get("same_top_p"), quality_reference=quality.get("reference_filename"))
     row.update(accuracy=ev.get("accuracy"), accuracy_ci_low=ev.get("accuracy_ci_low"),
                accuracy_ci_high=ev.get("accuracy_ci_high"), format_valid_rate=ev.get("format_valid_rate"),
-               eval_suite=ev.get("suite"), eval_n_items=ev.get("n_items"))
+               eval_suite=ev.get("suite"), eval_n_items=ev.get("n_items"), eval_run_id=ev.get("id"))
     return row
 
 

@@ -3,9 +3,11 @@ columns, and the ladder view (L) with one row per quant of the seeded demo ladde
 
 from __future__ import annotations
 
+import pytest
 from textual.widgets import DataTable
 
 from conftest import screen_text, wait_for
+from lab.tui.screens.ladder import legend
 from lab.tui.screens.library import quality_rows
 
 
@@ -75,7 +77,7 @@ async def test_ladder_opens_with_every_quant_largest_first(make_app) -> None:
         assert _column(table, "pp") == ["n/a", "452.3", "n/a"]
         assert _column(table, "tg") == ["n/a", "121.4", "n/a"]
         # the largest peak RSS of the two tests shown (not the whole run's, which spans every test)
-        assert _column(table, "rss") == ["n/a", "172.00 MiB", "n/a"]
+        assert _column(table, "rss") == ["n/a", "172 MiB", "n/a"]
         # the newest quality row (m-q8 was measured twice), none for the reference itself
         assert _column(table, "kld") == ["n/a", "0.0021", "0.0874"]
         assert _column(table, "kld_p99") == ["n/a", "0.0195", "0.7412"]
@@ -143,7 +145,7 @@ def test_row_marks_name_the_base_the_reference_and_the_front() -> None:
     q8 = {"model_id": "q8", "is_base": False, "file_type": "Q8_0", "kld_mean": 0.0038, "n_fallback": 1}
     assert [str(row_cells(r, {"q8"}, "f16")[0]) for r in (base, ref, q8)] == ["base", "ref", "front"]
     cells = [str(c) for c in row_cells(q8, set(), "f16")]
-    assert cells[0] == "" and cells[7] == "0.0038" and cells[13] == "1" and cells[3] == "n/a" and cells[6] == "n/a"
+    assert cells[0] == "" and cells[8] == "0.0038" and cells[14] == "1" and cells[3] == "n/a" and cells[7] == "n/a"
 
 
 async def test_ladder_fits_120_columns(make_app) -> None:
@@ -165,3 +167,34 @@ async def test_ladder_fits_120_columns(make_app) -> None:
         assert "file: SmolLM2-135M-Instruct.F16.gguf" in screen_text(app)
         await pilot.press("down")
         await wait_for(pilot, lambda: "file: SmolLM2-135M-Instruct.Q8_0.gguf" in screen_text(app))
+
+
+async def test_ladder_shows_cost_per_million_tokens_from_the_machine_settings(make_app, seeded_db) -> None:
+    from lab.cost import set_machine_costs
+    from lab.store import Store
+
+    store = Store(seeded_db)
+    set_machine_costs(store, "5eed5eed5eed5eed", price_usd=1200, lifetime_years=4, utilization=0.5,
+                      power_usd_per_kwh=0.30, watts=35)
+    store.close()
+    app = make_app()
+    async with app.run_test(size=(200, 50)) as pilot:
+        await _open_demo_ladder(app, pilot)
+        table = app.screen.query_one("#ladder", DataTable)
+        # Q8_0 at 121.4 t/s makes 437 040 tokens per busy hour: 1200 USD / (4 y x 8766 h x 0.5) =
+        # 0.068446 USD/h -> 0.15661 per 1M, plus 35 W x 0.30 USD/kWh = 0.0105 USD/h -> 0.024025
+        # per 1M: 0.1806. The other quants have no tg speed on lab-box, so no cost.
+        assert _column(table, "cost") == ["n/a", "0.181", "n/a"]
+        assert app.screen.ladder.rows[1]["usd_per_mtok"] == pytest.approx(0.15661 + 0.024025, abs=2e-5)
+        assert "USD/1M: cost per 1M generated tokens, machine cost settings at the tg speed" in legend(app.screen.ladder, "lab-box")
+
+
+async def test_ladder_cost_is_na_until_the_machine_has_a_price(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=(200, 50)) as pilot:
+        await _open_demo_ladder(app, pilot)
+        table = app.screen.query_one("#ladder", DataTable)
+        assert _column(table, "cost") == ["n/a", "n/a", "n/a"]
+        assert app.screen.ladder.rows[1]["cost_missing"] == [
+            "rightsizer machine set --price --lifetime-years --utilization --power-price"]
+        assert "USD/1M: n/a until `rightsizer machine set --price ...`" in legend(app.screen.ladder, "lab-box")

@@ -34,6 +34,7 @@ COLUMNS: list[tuple[str, str, bool]] = [
     ("file_size", "file\nsize", True),
     ("pp", "pp\nt/s", True),
     ("tg", "tg\nt/s", True),
+    ("cost", "USD/\n1M", True),
     ("rss", "peak\nRSS", True),
     ("est", "est/\nRSS", True),
     ("kld", "KLD\nmean", True),
@@ -44,6 +45,23 @@ COLUMNS: list[tuple[str, str, bool]] = [
     ("valid", "fmt\nvalid", True),
     ("fallback", "fall-\nback", True),
 ]
+
+
+def usd(value: float | None) -> str:
+    """USD per 1M tokens to three significant digits; None is "n/a"."""
+    if value is None:
+        return fmt.NA
+    return f"{value:.3g}" if value < 1000 else f"{value:.0f}"
+
+
+def short_bytes(value: float | None) -> str:
+    """A memory size to three significant digits ("172 MiB", "93.8 MiB"): a measured peak
+    moves by more than that between runs, and the narrower cell leaves room for the cost."""
+    text = fmt.human_bytes(value)
+    if value is None or " " not in text:
+        return text
+    number, unit = text.split(" ", 1)
+    return f"{float(number):.3g} {unit}"
 
 
 def row_cells(row: dict[str, Any], front: set[str], reference_id: str | None = None) -> list[Any]:
@@ -65,7 +83,8 @@ def row_cells(row: dict[str, Any], front: set[str], reference_id: str | None = N
         right(fmt.human_bytes(row.get("file_size"))),
         right(fmt.ts(row.get("pp"))),
         right(fmt.ts(row.get("tg"))),
-        right(fmt.human_bytes(row.get("peak_rss_bytes"))),
+        right(usd(row.get("usd_per_mtok"))),
+        right(short_bytes(row.get("peak_rss_bytes"))),
         right(fmt.ratio(row.get("est_rss_ratio"))),
         right(fmt.kld(row.get("kld_mean"))),
         right(fmt.kld(row.get("kld_p99"))),
@@ -97,6 +116,10 @@ def legend(ladder: data.Ladder, hostname: str | None) -> str:
         parts.append(f"accuracy on suite {suite}{', constrained' if constrained else ''}")
     elif suites:
         parts.append("accuracy: newest run per quant (suites differ)")
+    if any(r.get("tg") for r in rows):
+        costed = any(r.get("usd_per_mtok") is not None for r in rows)
+        parts.append("USD/1M: cost per 1M generated tokens, machine cost settings at the tg speed" if costed
+                     else "USD/1M: n/a until `rightsizer machine set --price ...`")
     if ladder.front:
         parts.append("front: no smaller quant has a lower KLD")
     return " · ".join(parts)
