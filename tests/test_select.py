@@ -201,3 +201,25 @@ def test_cli_recommend_prefer_config_and_command_line(store: Store, candidates: 
 
     code, _, err = run_cli(["--db", db, "recommend", "-fa", "sometimes"], capsys)
     assert code == 2 and "flash attention is on, off or auto" in err
+
+
+def test_a_result_measured_while_paged_fails_a_memory_limit(tmp_path) -> None:
+    """A swapped result (paged during its timed repetitions) never meets --max-memory, even
+    when its peak RSS is under the limit; the same figures unflagged pass."""
+    from lab.report import recommend
+    from lab.store import Store
+
+    s = Store(tmp_path / "lab.db")
+    s.upsert_machine({"id": "m1", "hostname": "box"})
+    for mid, swapped in (("paged", 1), ("fits", 0)):
+        s.upsert_model({"id": mid, "model_filename": f"{mid}.gguf", "file_type": "Q4_0", "file_size": 100})
+        run = s.create_run("bench", machine_id="m1", model_id=mid, model_filename=f"{mid}.gguf", config={})
+        s.add_result({"run_id": run, "machine_id": "m1", "model_id": mid, "model_filename": f"{mid}.gguf",
+                      "test": "tg128", "n_prompt": 0, "n_gen": 128, "n_depth": 0, "n_threads": 2,
+                      "n_gpu_layers": 0, "n_batch": 2048, "n_ubatch": 512, "type_k": "f16", "type_v": "f16",
+                      "flash_attn": -1, "avg_ts": 50.0, "peak_rss_bytes": 150 * 2**20, "swapped": swapped})
+    rec = recommend(s, machine_id="m1", max_memory_bytes=160 * 2**20)
+    status = {c.row["model_id"]: c for c in rec.candidates}
+    assert status["fits"].status == "pass"
+    assert status["paged"].status == "fail"
+    assert "paged" in status["paged"].reason() and "swapped" in status["paged"].reason()

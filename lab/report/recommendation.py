@@ -63,6 +63,7 @@ class LimitCheck:
     delta: float | None
     delta_pct: float | None
     unit: str = ""
+    swapped: bool = False  # measured while the model was being paged: fails a memory limit
 
     def _fmt(self, value: float | None) -> str:
         return fmt_bytes(value) if self.unit == "bytes" else fmt_figure(value)
@@ -73,6 +74,9 @@ class LimitCheck:
             return f"{self.label} could not be computed (limit ≤ {self._fmt(self.limit)})"
         if self.status == "unverified":
             return f"{self.label} was never measured (limit {'≥' if self.kind == 'min' else '≤'} {self._fmt(self.limit)})"
+        if self.swapped:
+            return (f"{self.label} {self._fmt(self.value)} was measured while the model was being paged "
+                    "(swapped): it does not fit")
         pct = f" ({self.delta_pct:+.1f}%)" if self.delta_pct is not None else ""
         assert self.delta is not None
         if self.status == "pass":
@@ -236,9 +240,12 @@ def check_limit(spec: LimitSpec, limit: float, row: dict[str, Any]) -> LimitChec
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return LimitCheck(spec.name, spec.key, spec.kind, spec.label, limit, None, "unverified", None, None, spec.unit)
     ok = value >= limit if spec.kind == "min" else value <= limit
+    # A figure measured while the model was paged in and out is that of a model that does not
+    # fit: it fails a memory limit whatever its peak says.
+    swapped = spec.unit == "bytes" and bool(row.get("swapped"))
     delta = value - limit
-    return LimitCheck(spec.name, spec.key, spec.kind, spec.label, limit, value, "pass" if ok else "fail",
-                      delta, pct_diff(value, limit), spec.unit)
+    return LimitCheck(spec.name, spec.key, spec.kind, spec.label, limit, value,
+                      "pass" if ok and not swapped else "fail", delta, pct_diff(value, limit), spec.unit, swapped)
 
 
 def _cost_notes(rows: list[dict[str, Any]], prefer: str) -> list[str]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from lab.report.common import IMPORTED_MACHINE_PREFIX, bool_or_none
+from lab.monitor import is_swapped
 from lab.report.costs import add_costs
 from lab.select import Selection, select
 
@@ -164,6 +165,7 @@ def _model_row(sel: Selection, test_pp: str, test_tg: str, quality: dict[str, An
     for k in ("peak_rss_bytes", "peak_vram_bytes", "est_memory_bytes", "n_ctx"):
         row[k] = _max_known(r.get(k) for r in chosen)
     row["j_per_token"] = tg.get("j_per_token") if tg else None
+    row["swapped"] = any(is_swapped(r) for r in chosen)
     row["measured_at"] = _max_known(r.get("test_time") for r in chosen)
     return _figures(row, quality or {}, ev or {})
 
