@@ -73,6 +73,7 @@ _RUN_COLUMNS: dict[str, Any] = {
     "llama_cpp_version": str, "build_commit": str, "n_gpu_layers": int, "use_mmap": int,
     "load_ms": float, "est_memory_bytes": int, "peak_rss_bytes": int, "peak_vram_bytes": int,
     "label": str, "warnings": str,
+    "verdict": str,  # a ``rightsize`` run's verdict (JSON): the pick and every candidate's status
 }
 
 _RESULT_COLUMNS: dict[str, Any] = {
@@ -108,7 +109,7 @@ _QUALITY_COLUMNS: dict[str, Any] = {
     "n_ctx": int, "n_chunks": int, "n_tokens_scored": int, "ppl": float, "ppl_stderr": float,
     "ppl_ref": float, "ppl_ratio": float, "kld_mean": float, "kld_stderr": float,
     "kld_p99": float, "kld_p999": float, "kld_median": float, "same_top_p": float,
-    "same_top_p_stderr": float, "created_at": str,
+    "same_top_p_stderr": float, "created_at": str, "ppl_ratio_stderr": float,
 }
 
 _EVAL_RUN_COLUMNS: dict[str, Any] = {
