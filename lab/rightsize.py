@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from lab.errors import LabError
 from lab.report.recommendation import LIMITS, PREFER, LimitCheck, LimitSpec, check_limit, limit_specs
 from lab.select import Config, command_lines
+from lab.stats import mean_interval
 
 if TYPE_CHECKING:
     from lab.library import LocalModel
@@ -49,31 +50,7 @@ PREFER_STAGE = {"smallest": "memory", "cheapest": "memory", "quality": "quality"
 DEFAULT_TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0")
 # The memory estimate predicts peak RSS within about 1%: closer than this to a limit is undecided.
 MEMORY_MARGIN = 0.02
-# Student's t, two-sided 95%, by degrees of freedom (1.96 beyond the table).
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-         2.045, 2.042)
-
 OnProgress = Callable[[str], None]
-
-
-def t975(df: int) -> float:
-    """The 97.5% quantile of Student's t with ``df`` degrees of freedom."""
-    return _T975[df - 1] if 1 <= df <= len(_T975) else 1.96
-
-
-def mean_interval(samples: list[float]) -> tuple[float, float, float] | None:
-    """Mean of the samples and its 95% t-interval (None without samples; a single sample has
-    no spread, so its interval is unbounded)."""
-    if not samples:
-        return None
-    n = len(samples)
-    m = sum(samples) / n
-    if n == 1:
-        return m, -math.inf, math.inf
-    sd = math.sqrt(sum((x - m) ** 2 for x in samples) / (n - 1))
-    half = t975(n - 1) * sd / math.sqrt(n)
-    return m, m - half, m + half
 
 
 def all_specs(test_pp: str = "pp512", test_tg: str = "tg128") -> dict[str, LimitSpec]:
@@ -268,10 +245,13 @@ class Rightsizer:
     def _ladder_candidates(self, source: "LocalModel") -> list[Verdict]:
         from lab import library
         from lab.gguf_info import inspect
-        from lab.quantize import build_ladder
+        from lab.quantize import _UNQUANTIZED, build_ladder
 
         row = library.register(self.store, source)
         self.source_id = row["id"]
+        if self.q.types and (row.get("file_type") or "").upper() not in _UNQUANTIZED | {"Q8_0"}:
+            self.notes.append(f"{source.path.name} is {row.get('file_type')}: its ladder is requantized from it, and "
+                              "KLD and PPL ratio are measured against it, not against the original weights.")
         out = [Verdict(source.path, row["id"], row.get("file_type"), row.get("file_size"), is_source=True)]
         if not self.q.types:
             return out
@@ -324,6 +304,8 @@ class Rightsizer:
 
     def needed(self) -> list[str]:
         wanted = {STAGE_OF[k] for k in self.q.limits} | {PREFER_STAGE[self.q.prefer]} | {"memory"}
+        if self.q.suite:  # asked for: the pick's accuracy is shown even without a limit on it
+            wanted.add("suite")
         return [s for s in STAGES if s in wanted]
 
     def run_stage(self, v: Verdict, stage: str) -> None:
@@ -359,12 +341,12 @@ class Rightsizer:
 
     def _memory(self, v: Verdict) -> None:
         if v.figures.get("est_memory_bytes") is None:
-            from lab.bench import _gpu_offload
+            from lab.bench import _gpu_offload, effective_gpu_layers
             from lab.gguf_info import estimate_memory, inspect
 
             s = inspect(v.path)
             est = estimate_memory(s, min(self.q.ctx_size, s.n_ctx_train or self.q.ctx_size),
-                                  n_gpu_layers=max(0, self.q.n_gpu_layers if _gpu_offload() else 0))
+                                  n_gpu_layers=effective_gpu_layers(self.q.n_gpu_layers, s, _gpu_offload()))
             v.figures.update(est_memory_bytes=est.host_bytes, est_vram_bytes=est.gpu_weights_bytes or None,
                              model_size=s.model_size)
         for name, key in (("max_memory_bytes", "est_memory_bytes"), ("max_vram_bytes", "est_vram_bytes")):
@@ -568,8 +550,6 @@ class Rightsizer:
         from lab.evals.stats import wilson_interval
         from lab.evals.suite import load_suite
 
-        if not self.q.suite:
-            raise LabError("--min-accuracy and --min-format-valid need --suite FILE (or --suite demo)")
         suite = load_suite(self.q.suite)
         rows = self.store.query("select * from eval_runs where model_id = ? and suite_sha256 = ? and constrained = 1 "
                                 "order by created_at desc limit 1", [v.model_id, suite.sha256])
@@ -686,6 +666,8 @@ def rightsize(store: "Store", question: Question, *, on_progress: OnProgress | N
         raise LabError("--min-accuracy and --min-format-valid are fractions between 0 and 1 (0.8 means 80%)")
     if question.repetitions < 2:
         raise LabError("-r must be at least 2: one repetition has no spread to judge a limit with")
+    if {"min_accuracy", "min_format_valid"} & set(question.limits) and not question.suite:
+        raise LabError("--min-accuracy and --min-format-valid need --suite FILE (or --suite demo)")
     if question.chunks < 1:
         raise LabError("--chunks must be at least 1")
     return Rightsizer(store, question, on_progress, cancel).run()
