@@ -83,7 +83,8 @@ class Judged:
         text = self.check.describe()
         if self.low is not None and self.high is not None and math.isfinite(self.low) and math.isfinite(self.high):
             fmt = (lambda v: f"{v / 2**20:.1f} MiB") if self.check.unit == "bytes" else (lambda v: f"{v:.4g}")
-            text += f" [95% {fmt(self.low)}–{fmt(self.high)}]"
+            band = f"±{MEMORY_MARGIN:.0%}" if self.basis == "estimate" else "95%"
+            text += f" [{band} {fmt(self.low)}–{fmt(self.high)}]"
         if self.status == "borderline":
             text = f"undecided: {text}"
         if self.basis == "estimate":
@@ -623,6 +624,8 @@ class Rightsizer:
                 pick = v
         if pick is not None:
             pick.status = "pick"
+            if pick.pull_spec is not None:  # judged from its header alone: the command line needs the file
+                self._pull(pick)
         outcome = Outcome(q, sorted(cands, key=lambda c: PREFER[q.prefer](c.row())), pick, run_id, self.machine_id,
                           self.cfg, self.notes)
         verdict = {"pick": outcome.to_dict()["pick"],

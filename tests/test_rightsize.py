@@ -156,3 +156,29 @@ def test_rightsize_demo_picks_reuses_every_figure_and_exits_early(
     out = capsys.readouterr()
     assert out.out.count("| FAIL") == 3 and "no candidate meets every limit" in out.err
     assert _count(store, "select * from runs") == before + 1  # the rightsize run alone: the ladder exists
+
+
+def test_hub_repo_candidates_are_judged_from_headers_and_only_the_pick_is_pulled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from hub_server import FakeHub, build_gguf
+
+    from lab import hub
+
+    big = build_gguf(name="tiny", file_type=15, n_vocab=4096, n_embd=128)[0]
+    small = build_gguf(name="tiny", file_type=17, n_vocab=1024, n_embd=64)[0]
+    with FakeHub() as server:
+        server.add_repo("acme/Tiny-GGUF", {"Tiny-Q4_K_M.gguf": big, "Tiny-Q5_K_M.gguf": small})
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        est = {f.file.path: f.estimate.host_bytes for f in hub.fit_check("acme/Tiny-GGUF", n_ctx=4096)}
+        limit = (est["Tiny-Q4_K_M.gguf"] + est["Tiny-Q5_K_M.gguf"]) // 2
+        assert est["Tiny-Q5_K_M.gguf"] * 1.02 < limit < est["Tiny-Q4_K_M.gguf"] * 0.98
+        main(["rightsize", "acme/Tiny-GGUF", "--max-memory", str(limit), "--db", str(tmp_path / "h.db"), "-o", "json"])
+        whole = {s.file for s in server.log() if s.method == "GET" and s.range is None and s.path.startswith("/cdn/")}
+    out = json.loads(capsys.readouterr().out)
+    by_file = {c["model_filename"]: c for c in out["candidates"]}
+    assert by_file["Tiny-Q4_K_M.gguf"]["status"] == "fail" and "peak RSS" in by_file["Tiny-Q4_K_M.gguf"]["reason"]
+    assert by_file["Tiny-Q4_K_M.gguf"]["measured"] == []
+    assert out["pick"]["quant"] == "Q5_K_M" and Path(out["pick"]["file"]).is_file()
+    assert Path(out["pick"]["file"]).read_bytes() == small
+    assert whole == {"Tiny-Q5_K_M.gguf"}  # the file that does not fit is never downloaded
