@@ -599,6 +599,28 @@ class Rightsizer:
         run_id = self.store.create_run(
             "rightsize", machine_id=self.machine_id, model_id=self.source_id, model_filename=q.model,
             config={"question": q.to_dict(), "limits": q.limits, "judged_at": self.cfg}, **run_extra())
+        try:
+            pick = self._decide(cands)
+        except BaseException as exc:  # the run row must not stay "running": asking again goes on from here
+            from lab.errors import Cancelled
+
+            stopped = isinstance(exc, (Cancelled, KeyboardInterrupt))
+            self.store.finish_run(run_id, "cancelled" if stopped else "failed", error=str(exc) or type(exc).__name__)
+            raise
+        outcome = Outcome(q, sorted(cands, key=lambda c: PREFER[q.prefer](c.row())), pick, run_id, self.machine_id,
+                          self.cfg, self.notes)
+        verdict = {"pick": outcome.to_dict()["pick"],
+                   "candidates": [{"file": c.name, "sha256": c.model_id, "status": c.status, "reason": c.reason}
+                                  for c in outcome.candidates]}
+        self.store.finish_run(run_id, "ok", verdict=json.dumps(verdict, default=str))
+        if not q.keep:
+            self._drop_downloads(outcome)
+        return outcome
+
+    def _decide(self, cands: list[Verdict]) -> Verdict | None:
+        """Measure the candidates stage by stage; the first in preference order to meet every
+        limit is the pick, and those after it are not measured further."""
+        q = self.q
         needed = self.needed()
         self.say(f"stages: {', '.join(needed)}; skipped: " +
                  (", ".join(f"{s} (no limit needs it)" for s in STAGES if s not in needed) or "none"))
@@ -610,7 +632,8 @@ class Rightsizer:
             if v.status == "pending":
                 self._measure(v, early)
         pick = None
-        for v in sorted([c for c in cands if c.status in ("pending", "borderline")], key=lambda c: PREFER[q.prefer](c.row())):
+        ranked = sorted([c for c in cands if c.status in ("pending", "borderline")], key=lambda c: PREFER[q.prefer](c.row()))
+        for v in ranked:
             if pick is not None:
                 if v.status == "pending":
                     v.status = "skipped"
@@ -626,15 +649,7 @@ class Rightsizer:
             pick.status = "pick"
             if pick.pull_spec is not None:  # judged from its header alone: the command line needs the file
                 self._pull(pick)
-        outcome = Outcome(q, sorted(cands, key=lambda c: PREFER[q.prefer](c.row())), pick, run_id, self.machine_id,
-                          self.cfg, self.notes)
-        verdict = {"pick": outcome.to_dict()["pick"],
-                   "candidates": [{"file": c.name, "sha256": c.model_id, "status": c.status, "reason": c.reason}
-                                  for c in outcome.candidates]}
-        self.store.finish_run(run_id, "ok", verdict=json.dumps(verdict, default=str))
-        if not q.keep:
-            self._drop_downloads(outcome)
-        return outcome
+        return pick
 
     def _drop_downloads(self, outcome: Outcome) -> None:
         from lab import library
