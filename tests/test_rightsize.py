@@ -182,3 +182,29 @@ def test_hub_repo_candidates_are_judged_from_headers_and_only_the_pick_is_pulled
     assert out["pick"]["quant"] == "Q5_K_M" and Path(out["pick"]["file"]).is_file()
     assert Path(out["pick"]["file"]).read_bytes() == small
     assert whole == {"Tiny-Q5_K_M.gguf"}  # the file that does not fit is never downloaded
+
+
+def test_a_limit_inside_the_interval_is_measured_again_then_borderline(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "r.db"
+    base = ["rightsize", "demo", "--types", "none", "-n", "4", "-p", "0", "-t", "2", "--db", str(db), "-o", "json"]
+    main([*base, "--min-tg", "0.01", "-r", "3"])
+    first = json.loads(capsys.readouterr().out)["candidates"][0]
+    samples = first["figures"]["tg_ts_n"]
+    assert first["status"] == "pick" and samples >= 3
+    # The limit at the stored mean itself: its interval holds the limit, so the candidate is measured
+    # again (twice the repetitions) and, still undecided, is borderline and never picked.
+    limit = first["figures"]["tg_ts"]
+    try:
+        main([*base, "--min-tg", repr(limit), "-r", "3", "--max-repetitions", str(2 * samples)])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    second = json.loads(capsys.readouterr().out)["candidates"][0]
+    assert second["measured"] == [f"tg4 x{samples}"] and second["figures"]["tg_ts_n"] == 2 * samples
+    check = second["checks"][0]
+    if second["status"] == "borderline":
+        assert check["low"] < limit < check["high"] and "undecided" in second["reason"] and code == 1
+    else:  # the new repetitions moved the interval off the limit: decided on 2n samples, not on one run
+        assert not check["low"] < limit < check["high"]
+        assert (second["status"], code) == (("pick", 0) if check["value"] >= limit else ("fail", 1))
