@@ -625,7 +625,10 @@ class Rightsizer:
         self.say(f"stages: {', '.join(needed)}; skipped: " +
                  (", ".join(f"{s} (no limit needs it)" for s in STAGES if s not in needed) or "none"))
         pref = PREFER_STAGE[q.prefer]
-        early = needed[: needed.index(pref) + 1] if pref in needed else ["memory"]
+        # Every candidate needs the preference's figure to be ranked, so the stages before the
+        # ranking run for all of them: the other limits' stages first (they eliminate, often more
+        # cheaply), the preference's last; the task suite, the dearest, only in ranked order.
+        early = ["memory"] if pref == "memory" else [s for s in needed if s not in (pref, "suite")] + [pref]
         late = [s for s in needed if s not in early]
         order = PREFER["smallest"]
         for v in sorted(cands, key=lambda c: order(c.row())):  # cheapest first within each stage
