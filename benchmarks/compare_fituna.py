@@ -59,7 +59,7 @@ def make_f16(work: Path, threads: int) -> tuple[Path, float]:
 
 def run_fituna(fituna: str, f16: Path, target: float, bin_dir: str, text: Path, chunks: int,
                out: Path) -> tuple[float, str | None, str]:
-    cmd = [fituna, "run", "--model", str(f16), "--target-tps", f"{target:.2f}", "--max-quality-loss", "0.05",
+    cmd = [fituna, "run", "--model", str(f16), "--target-tps", f"{target:.2f}", "--max-quality-loss", "5",  # percent: PPL ratio 1.05
            "--quant", TYPES, "--gpu", "none", "--llama-bin-dir", bin_dir, "--quality-corpus", str(text),
            "--ppl-chunks", str(chunks), "--out", str(out), "--json"]
     start = time.perf_counter()
