@@ -56,3 +56,28 @@ def speed_stats(samples_ns: Sequence[int], n_tokens: int) -> dict[str, float | l
         "samples_ts": ts,
         "cv": cv(ts),
     }
+
+
+# Student's t, two-sided 95%, by degrees of freedom (1.96 beyond the table).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
+
+
+def t975(df: int) -> float:
+    """The 97.5% quantile of Student's t with ``df`` degrees of freedom."""
+    return _T975[df - 1] if 1 <= df <= len(_T975) else 1.96
+
+
+def mean_interval(samples: list[float]) -> tuple[float, float, float] | None:
+    """Mean of the samples and its 95% t-interval (None without samples; a single sample has
+    no spread, so its interval is unbounded)."""
+    if not samples:
+        return None
+    n = len(samples)
+    m = sum(samples) / n
+    if n == 1:
+        return m, -math.inf, math.inf
+    sd = math.sqrt(sum((x - m) ** 2 for x in samples) / (n - 1))
+    half = t975(n - 1) * sd / math.sqrt(n)
+    return m, m - half, m + half

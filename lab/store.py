@@ -76,6 +76,7 @@ _RUN_COLUMNS: dict[str, Any] = {
     "label": str, "warnings": str,
     "plan_step": str,  # the plan step this run measured (lab.plan_run), so a rerun can skip it
     "model_fs_type": str, "model_device": str,
+    "verdict": str,  # a ``rightsize`` run's verdict (JSON): the pick and every candidate's status
 }
 
 _RESULT_COLUMNS: dict[str, Any] = {
@@ -124,7 +125,7 @@ _QUALITY_COLUMNS: dict[str, Any] = {
     "n_ctx": int, "n_chunks": int, "n_tokens_scored": int, "ppl": float, "ppl_stderr": float,
     "ppl_ref": float, "ppl_ratio": float, "kld_mean": float, "kld_stderr": float,
     "kld_p99": float, "kld_p999": float, "kld_median": float, "same_top_p": float,
-    "same_top_p_stderr": float, "created_at": str,
+    "same_top_p_stderr": float, "created_at": str, "ppl_ratio_stderr": float,
 }
 
 _EVAL_RUN_COLUMNS: dict[str, Any] = {
