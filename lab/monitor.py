@@ -614,9 +614,3 @@ def result_figures(spans: list[tuple[EnergyReading, EnergyReading]], window: Win
         "throttled": int(any(signals)) if signals else None,
     }
 
-
-def is_swapped(row: dict[str, Any]) -> bool:
-    """True when a result was measured while its model was being paged (``swapped`` = 1): its
-    speed and memory figures are those of a model that does not fit, so it does not meet a
-    memory limit whatever its peak RSS says. False for 0 and for NULL (not measured)."""
-    return bool(row.get("swapped"))

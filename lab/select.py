@@ -319,3 +319,10 @@ def best_speeds(store: "Store", machine_id: str) -> dict[str, dict[str, Any]]:
             "config": sel.config.label(), "other_configs": sel.other_configs,
         }
     return out
+
+
+def is_swapped(row: dict[str, Any]) -> bool:
+    """True when a result was measured while its model was being paged (``swapped`` = 1): its
+    speed and memory figures are those of a model that does not fit, so it does not meet a
+    memory limit whatever its peak RSS says. False for 0 and for NULL (not measured)."""
+    return bool(row.get("swapped"))

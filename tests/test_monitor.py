@@ -481,8 +481,10 @@ def test_swapped_is_decided_on_the_timed_repetitions_faults() -> None:
     figures = monitor.result_figures(paged, None, None)
     assert (figures["major_faults"], figures["swapped"]) == (limit + 1, 1)
     assert figures["paged_in_bytes"] == (limit + 1) * 131072
-    assert monitor.is_swapped(figures) and not monitor.is_swapped({"swapped": 0})
-    assert not monitor.is_swapped({"swapped": None}) and not monitor.is_swapped({})
+    from lab.select import is_swapped
+
+    assert is_swapped(figures) and not is_swapped({"swapped": 0})
+    assert not is_swapped({"swapped": None}) and not is_swapped({})
     # unreadable (another OS) or a counter that went backwards: NULL, not 0
     for spans in ([(_reading(0, None), _reading(1, 4))], [(_reading(0, 9), _reading(1, 4))], []):
         figures = monitor.result_figures(spans, None, None)

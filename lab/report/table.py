@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from lab.report.common import IMPORTED_MACHINE_PREFIX, bool_or_none
-from lab.monitor import is_swapped
 from lab.report.costs import add_costs
-from lab.select import Selection, select
+from lab.select import Selection, is_swapped, select
 
 if TYPE_CHECKING:
     from lab.store import Store
