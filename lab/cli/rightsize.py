@@ -121,7 +121,7 @@ def rightsize(model: str, types: str | None, min_tg: float | None, min_pp: float
                          "status": STATUS_WORDS[v.status], "why": v.reason,
                          "reused": ", ".join(v.reused) or None, "measured": ", ".join(v.measured) or None})
         cols = [Column("file", "file", align="left"), Column("quant", "quant", align="left"),
-                Column("size", "size", human_bytes), Column("est", "est. RSS", human_bytes),
+                Column("size", "file size", human_bytes), Column("est", "est. RSS", human_bytes),
                 Column("kld", "KLD ±95%"), Column("pp", f"{q.test_pp} t/s"), Column("tg", f"{q.test_tg} t/s"),
                 Column("acc", "accuracy", _fraction), Column("status", "verdict", align="left"),
                 Column("why", "first limit failed / why", align="left"),
