@@ -61,7 +61,7 @@ def prepare_ladder(db: Path, threads: str) -> None:
     import json
     import sqlite3
 
-    from lab.library import demo_model_path
+    from lab.library import demo_model_path, sha256_file
     from lab.quantize import default_out_dir, ladder_filename
 
     demo = demo_model_path()
@@ -69,7 +69,8 @@ def prepare_ladder(db: Path, threads: str) -> None:
     print("  building the demo ladder and measuring it ...")
     cli(db, "models", "ladder", "demo", "--types", LADDER_TYPES)
     folder = default_out_dir(demo)
-    rungs = {t: str(folder / ladder_filename(demo, t)) for t in LADDER_TYPES.split(",")}
+    source_sha = sha256_file(demo)
+    rungs = {t: str(folder / ladder_filename(demo, t, source_sha)) for t in LADDER_TYPES.split(",")}
     with sqlite3.connect(db) as con:
         known = lambda table, col: {r[0] for r in con.execute(f"select m.path from {table} x join models m on m.id = x.{col}")}  # noqa: E731
         benched, scored, evaluated = known("results", "model_id"), known("quality", "model_id"), known("eval_runs", "model_id")
@@ -187,6 +188,12 @@ async def export(db: Path, out: Path, size: tuple[int, int], threads: str, reps:
                        what="the machine gauges")
         await pilot.pause(2.2)  # two more polls, so the CPU figures cover a whole second
         shot("machine")
+        # Machines: the demo's tg128 on every machine this database has measured it on
+        await pilot.press("6")
+        await wait_for(pilot, lambda: screen_is("MachinesScreen")() and app.screen.comparison is not None
+                       and app.screen.query_one("#machines").row_count > 0, what="the machines comparison")
+        await pilot.pause(0.5)
+        shot("machines")
         await pilot.press("question_mark")
         await pilot.pause(0.3)
         shot("help")
