@@ -223,3 +223,24 @@ def test_a_result_measured_while_paged_fails_a_memory_limit(tmp_path) -> None:
     assert status["fits"].status == "pass"
     assert status["paged"].status == "fail"
     assert "paged" in status["paged"].reason() and "swapped" in status["paged"].reason()
+
+
+def test_an_endpoint_is_never_the_pick(tmp_path) -> None:
+    """An endpoint with stored figures is a candidate to compare against, but the pick is always a
+    model that runs here, even when the endpoint ranks first."""
+    from lab.report import recommend
+    from lab.store import Store
+
+    s = Store(tmp_path / "lab.db")
+    s.upsert_machine({"id": "m1", "hostname": "box"})
+    for mid, name, ts in (("ep", "endpoint:big", 500.0), ("q4", "q4.gguf", 50.0)):
+        s.upsert_model({"id": mid, "model_filename": name, "file_type": "Q4_0", "file_size": 100})
+        run = s.create_run("bench", machine_id="m1", model_id=mid, model_filename=name, config={})
+        s.add_result({"run_id": run, "machine_id": "m1", "model_id": mid, "model_filename": name,
+                      "test": "tg128", "n_prompt": 0, "n_gen": 128, "n_depth": 0, "n_threads": 2,
+                      "n_gpu_layers": 0, "n_batch": 2048, "n_ubatch": 512, "type_k": "f16", "type_v": "f16",
+                      "flash_attn": -1, "avg_ts": ts})
+    rec = recommend(s, machine_id="m1", min_tg=10, prefer="fastest")
+    assert [c.row["model_id"] for c in rec.passing] == ["ep", "q4"]
+    assert rec.pick is not None and rec.pick.row["model_id"] == "q4"
+    assert any("never picked" in n for n in rec.notes)

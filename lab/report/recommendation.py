@@ -395,6 +395,10 @@ def recommend(store: "Store", *, machine_id: str | None = None, min_tg: float | 
         from lab.report.baseline import add_baseline
 
         against = add_baseline(store, rows, baseline, all_rows)
-    return Recommendation(pick=passing[0] if passing else None, passing=passing, failing=failing,
+    # An endpoint is measured to compare against, never deployed here: it cannot be the pick.
+    local = [c for c in passing if not str(c.row.get("model_filename") or "").startswith("endpoint:")]
+    if len(local) < len(passing):
+        notes.append("Endpoints are compared, never picked: the pick is a model that runs on this machine.")
+    return Recommendation(pick=local[0] if local else None, passing=passing, failing=failing,
                           unverified=unverified, limits=limits, machine_id=chosen_machine, notes=notes,
                           prefer=prefer, config=wanted or None, baseline=against)
