@@ -13,6 +13,9 @@ whole lab at a temporary folder:
   ``/sys/class/powercap``; a copy of that tree elsewhere, e.g. from a privileged exporter)
 * ``RIGHTSIZER_SYSFS``  the sysfs tree where CPU clocks, temperatures, throttle counters, board
   power rails (hwmon, INA3221) and the device-tree board model are read (default: ``/sys``)
+* ``RIGHTSIZER_MACHINE_NAME``  the name this machine's figures are stored under, in place of
+  its hostname (default: the hostname). For fleets of devices cloned from one image, which
+  share a hostname and hardware and would otherwise be one machine once merged.
 
 User settings live in ``<home>/settings.json`` (optional).
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,12 @@ def lab_home() -> Path:
     xdg = os.environ.get("XDG_DATA_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
     return base / "rightsizer"
+
+
+def machine_name() -> str | None:
+    """The name this machine goes by in the lab: ``RIGHTSIZER_MACHINE_NAME``, else the
+    hostname (None when neither is known)."""
+    return os.environ.get("RIGHTSIZER_MACHINE_NAME", "").strip() or socket.gethostname() or None
 
 
 def default_db_path() -> Path:

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import platform
-import socket
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from lab import __version__, nvml, sensors
+from lab import __version__, config, nvml, sensors
 from lab.engine.buildinfo import FIELDS as _BUILD_FIELDS
 
 GIB = 1 << 30
@@ -206,8 +205,6 @@ def llama_cpp_install() -> dict[str, Any] | None:
 
 def build_cache_path() -> Path:
     """Where the build info asked of an engine child is kept (in the lab home's cache)."""
-    from lab import config
-
     return config.cache_dir() / _BUILD_CACHE
 
 
@@ -304,7 +301,7 @@ def _fingerprint() -> tuple[tuple[str, Any], ...]:
     names = [g.name or "unknown GPU" for g in devices] if devices else []
     vram = [g.memory_total for g in devices] if devices else []
     fp: dict[str, Any] = {
-        "hostname": socket.gethostname() or None,
+        "hostname": config.machine_name(),
         "os": os_name(),
         "kernel": platform.release() or None,
         "arch": platform.machine() or None,

@@ -37,7 +37,7 @@ def test_playbook_runs_the_plan_on_two_hosts_and_merges(tmp_path: Path, tiny_ggu
     inventory = tmp_path / "inventory.ini"
     inventory.write_text("[devices]\n" + "".join(
         f"{host} ansible_connection=local ansible_python_interpreter={sys.executable} "
-        f"rightsizer_home={home} rightsizer_remote_dir={home.parent / 'bundle'}\n"
+        f"rightsizer_home={home} rightsizer_remote_dir={home.parent / 'bundle'} rightsizer_machine_name={host}\n"
         for host, home in homes.items()))
     lab = f"{sys.executable} -m lab"
     extra = {"bundle_dir": str(tmp_path / "bundle"), "rightsizer_command": lab, "rightsizer_control_command": lab,
@@ -60,4 +60,7 @@ def test_playbook_runs_the_plan_on_two_hosts_and_merges(tmp_path: Path, tiny_ggu
     assert _run_ids(merged) == per_host["host-a"] | per_host["host-b"]
     with sqlite3.connect(merged) as conn:
         tests = sorted(r[0] for r in conn.execute("select test from results"))
+        machines = sorted(r[0] for r in conn.execute(
+            "select m.hostname from runs u join machines m on m.id = u.machine_id where u.plan_step is not null"))
     assert tests == ["pp8", "pp8", "tg2", "tg2"]
+    assert machines == ["host-a", "host-b"]  # both hosts are this machine, stored under their inventory names

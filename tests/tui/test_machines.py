@@ -3,6 +3,7 @@ list of the machines a model was measured on. All on the store-seeded lab-box an
 
 from __future__ import annotations
 
+import pytest
 from textual.widgets import DataTable, Input, Static
 
 from conftest import FINGERPRINT, OTHER_MACHINE, screen_text, wait_for
@@ -190,3 +191,54 @@ async def test_two_machines_databases_merged_show_side_by_side(seeded_db, lab_ho
         assert app.screen.comparison.model_id == "m-q8"  # the only model in the merged database
         assert _row(_table(app), "avg_ts") == ["121.4", "330.2 (+172.0% better)"]
         assert _row(_table(app), "hostname") == ["lab-box", "big-box"]
+
+
+async def test_plan_run_on_two_lab_homes_merged_and_compared_in_the_app(tiny_gguf, tmp_path) -> None:
+    """The fleet path end to end through the command line: `plan init` once, `run` in two lab
+    homes that stand for two devices (named apart, as devices cloned from one image must be),
+    `merge` both databases into one, and the app's Machines screen compares the two."""
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+
+    from conftest import FixedProbe, machine_context
+    from lab.tui.app import RightsizerApp
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    base = {**os.environ, "PYTHONPATH": root}
+
+    def lab(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True, text=True,
+                              env=env or base, cwd=tmp_path, stdin=subprocess.DEVNULL, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return done
+
+    plan = tmp_path / "plan.toml"
+    plan.write_text(lab("plan", "init", str(tiny_gguf), env={**base, "RIGHTSIZER_HOME": str(tmp_path / "init")}).stdout)
+    dbs = []
+    for device in ("edge-a", "edge-b"):
+        home = tmp_path / device
+        lab("run", str(plan), env={**base, "RIGHTSIZER_HOME": str(home), "RIGHTSIZER_MACHINE_NAME": device})
+        dbs.append(str(home / "rightsizer.db"))
+    merged = tmp_path / "fleet.db"
+    lab("merge", *dbs, "--db", str(merged))
+    with sqlite3.connect(merged) as conn:
+        per_machine = dict(conn.execute(
+            "select m.hostname, round(r.avg_ts, 1) from results r join runs u on u.id = r.run_id "
+            "join machines m on m.id = u.machine_id where r.test = 'tg128'"))
+    assert set(per_machine) == {"edge-a", "edge-b"}
+
+    app = RightsizerApp(db_path=merged, machine=machine_context(), probe=FixedProbe(),
+                        memory_available=1 << 33, poll_interval=0, cursor_blink=False, models=[])
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(pilot, lambda: app.library is not None)
+        await pilot.press("6")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "MachinesScreen" and app.screen.comparison)
+        assert app.screen.comparison.test == "tg128"
+        table = _table(app)
+        hosts = _row(table, "hostname")
+        assert sorted(hosts) == ["edge-a", "edge-b"]
+        # each machine's column holds its own tg128 figure from the merged database
+        speeds = [float(cell.split()[0]) for cell in _row(table, "avg_ts")]
+        assert speeds == pytest.approx([per_machine[h] for h in hosts], abs=0.051)
