@@ -85,6 +85,42 @@ def _map_rows(fn: Callable[[slice], Any], n: int, n_vocab: int, pool: ThreadPool
     return list(pool.map(fn, blocks))
 
 
+_SAMPLE_BLOCK = 16  # tokens per block of the two-level CDF
+
+
+def _systematic_sample(e: np.ndarray, offsets: np.ndarray, m: int) -> np.ndarray:
+    """Per row of weights ``e`` [n, vocab] (float32, not normalised), m token ids drawn by
+    systematic sampling: one uniform offset per row, m evenly spaced points on the row's CDF.
+
+    The CDF is never built over the whole vocabulary: float64 sums of blocks of
+    ``_SAMPLE_BLOCK`` tokens locate each point's block, and only the blocks that hold a point get
+    a float64 running sum (at most m of them, against a vocabulary of 50k-260k)."""
+    n, n_vocab = e.shape
+    B = _SAMPLE_BLOCK
+    nb = -(-n_vocab // B)
+    if nb * B != n_vocab:  # pad with weight-0 tokens, never drawn
+        padded = np.zeros((n, nb * B), dtype=e.dtype)
+        padded[:, :n_vocab] = e
+        e = padded
+    blocks = e.reshape(n, nb, B)
+    # block sums as one matrix-vector product (numpy reduces a 16-long axis slowly)
+    sums = (e.reshape(n * nb, B) @ np.ones(B, dtype=e.dtype)).reshape(n, nb)
+    cdf = np.cumsum(sums, axis=1, dtype=np.float64)  # [n, nb]
+    mass = cdf[:, -1]
+    u = (np.arange(m)[None, :] + offsets[:, None]) * (mass / m)[:, None]  # [n, m], each < mass
+    b = np.empty((n, m), dtype=np.int64)
+    for i in range(n):
+        b[i] = np.searchsorted(cdf[i], u[i], side="right")
+    np.minimum(b, nb - 1, out=b)
+    rows = np.arange(n)[:, None]
+    before = np.where(b > 0, cdf[rows, np.maximum(b - 1, 0)], 0.0)
+    # running sums inside the chosen blocks, laid out [B, n*m] so that every step is one long
+    # vector operation; position = how many running sums stay at or below the point
+    local = np.cumsum(blocks[rows, b].reshape(n * m, B).T, axis=0, dtype=np.float64)
+    within = (local <= (u - before).reshape(1, n * m)).sum(axis=0).reshape(n, m)
+    return np.minimum(b * B + np.minimum(within, B - 1), n_vocab - 1)
+
+
 def _reference_rows(x: np.ndarray, next_tokens: np.ndarray, offsets: np.ndarray, k: int, m: int) -> RefBlock:
     n, n_vocab = x.shape
     if k < n_vocab:
@@ -97,18 +133,9 @@ def _reference_rows(x: np.ndarray, next_tokens: np.ndarray, offsets: np.ndarray,
     tail_mass = np.zeros(n, dtype=np.float64)
     if m:
         tail_mass[:] = rest
-        # systematic sampling: one uniform offset per row, m evenly spaced points on the tail's
-        # CDF (top tokens zeroed, so never drawn); the CDF in float64 a few rows at a time
-        step = max(1, (1 << 23) // (8 * n_vocab))
-        for s in range(0, n, step):
-            cdf = np.cumsum(e[s:s + step], axis=1, dtype=np.float64)
-            for j in range(cdf.shape[0]):
-                mass = cdf[j, -1]
-                if rest[s + j] <= 0.0 or mass <= 0.0:
-                    tail_idx[s + j] = top[s + j, 0]
-                    continue
-                u = (np.arange(m) + offsets[s + j]) * (mass / m)
-                tail_idx[s + j] = np.minimum(np.searchsorted(cdf[j], u, side="right"), n_vocab - 1)
+        tail_idx[:] = _systematic_sample(e, offsets, m)
+        empty = (rest <= 0.0) | ~np.isfinite(rest)
+        tail_idx[empty] = top[empty, :1]
     tail_lp = _lp_at(x, tail_idx, lse) if m else np.zeros((n, 0), dtype=np.float32)
     return RefBlock(top, _lp_at(x, top, lse), tail_idx, tail_lp, tail_mass, _nll(x, next_tokens, lse),
                     x.argmax(axis=1).astype(np.int32))
