@@ -75,3 +75,16 @@ def test_kv_cache_estimate_is_exact_for_standard_attention(demo_gguf: Path) -> N
     offloaded = gguf_info.estimate_memory(s, 4096, n_gpu_layers=99)
     assert offloaded.gpu_weights_bytes == s.model_size
     assert offloaded.host_bytes == offloaded.total_bytes - s.model_size
+
+
+def test_prefix_cut_inside_the_vocabulary_reports_bytes_needed(demo_gguf: Path) -> None:
+    header = gguf_info.read_file_header(demo_gguf)
+    assert header.metadata["tokenizer.ggml.tokens"] == {"array_len": 49152}  # stepped over, counted
+    with open(demo_gguf, "rb") as fh:
+        data = fh.read(header.header_size)
+    for cut in range(1000, header.header_size, header.header_size // 37):
+        with pytest.raises(gguf_info.HeaderTruncated) as info:
+            gguf_info.read_header_bytes(data[:cut])
+        assert cut < info.value.needed <= header.header_size
+    whole = gguf_info.read_header_bytes(data)
+    assert whole.metadata == header.metadata and whole.header_size == header.header_size

@@ -16,7 +16,7 @@ from typing import Any
 JOB_HANDLERS: dict[str, str] = {
     "bench": "lab.engine.workloads:run_bench_job",
     "quantize": "lab.quantize:run_quantize_job",
-    "quality": "lab.quality:run_quality_job",
+    "quality": "lab.engine.quality_job:run_quality_job",
     "eval": "lab.evals.runner:run_eval_job",
     "build_info": "lab.engine.buildinfo:run_build_info_job",
 }
