@@ -314,7 +314,6 @@ class _Run:
             if recorder.sampler is not None:
                 recorder.sampler.stop()
         recorder.flush_samples()
-        self.rows += recorder.rows
         return child
 
     def store_level(self, level: dict[str, Any], end: dict[str, Any], loaded: dict[str, Any], window: Any) -> dict[str, Any]:
@@ -354,6 +353,7 @@ class _Run:
             if row["peak_rss_bytes"] is None:
                 row["peak_rss_bytes"] = window.peak_rss_bytes
         store_level_rows(self.store, row, requests)
+        self.rows.append(row)
         return row
 
     def finish(self, status: str, error: str | None, **values: Any) -> None:
@@ -362,10 +362,9 @@ class _Run:
 
 
 def store_level_rows(store: Any, row: dict[str, Any], requests: list[dict[str, Any]]) -> None:
-    """One level's result row and its requests (each tagged with the row's ids)."""
-    store.add_result(row)
+    """One level's result row and its requests (each tagged with the row's ids), stored together."""
     keep = {k: row[k] for k in ("run_id", "machine_id", "model_id", "test")}
-    store.add_rows("load_requests", [dict(r, result_id=row["id"], **keep) for r in requests])
+    store.add_result_with_rows(row, "load_requests", [dict(r, **keep) for r in requests])
 
 
 def passes(row: dict[str, Any]) -> bool:
@@ -487,7 +486,8 @@ def run_load(options: LoadOptions, store: Any, *, on_event: OnEvent | None = Non
     emit({"event": "run_end", "run_id": run.run_id, "status": outcome.status, "error": outcome.error,
           "max_level": outcome.max_level})
     if failure.get("interrupted"):
-        raise Cancelled(f"the finished levels are stored ({len(run.rows)} of them, run {run.run_id[:8]})")
+        stored = store.query("select count(*) n from results where run_id = ?", [run.run_id])[0]["n"]
+        raise Cancelled(f"the finished levels are stored ({stored} of them, run {run.run_id[:8]})")
     return outcome
 
 

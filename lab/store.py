@@ -410,6 +410,19 @@ class Store:
         self._write("results", row)
         return row["id"]
 
+    def add_result_with_rows(self, row: dict[str, Any], table: str, rows: Iterable[dict[str, Any]]) -> str:
+        """A result and its per-item rows in ``table`` (each gets ``result_id``), in one
+        transaction: an interrupt never leaves the one without the other."""
+        row = dict(row)
+        row.setdefault("id", new_id())
+        row.setdefault("test_time", now_iso())
+        items = [dict(r, id=r.get("id") or new_id(), result_id=row["id"]) for r in rows]
+        with self._lock, self.db.conn:
+            self.db["results"].insert(row, alter=True)
+            if items:
+                self.db[table].insert_all(items, alter=True)
+        return row["id"]
+
     def add_samples(self, rows: Iterable[dict[str, Any]]) -> None:
         rows = list(rows)
         if rows:
