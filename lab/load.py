@@ -48,9 +48,10 @@ class Objective:
         return any(v is not None for v in (self.ttft_ms, self.itl_p95_ms, self.e2e_ms))
 
     def to_json(self) -> str:
-        """The stored form (``slo`` columns): only the objectives given, as floats, sorted, so
-        the same objective always reads the same."""
-        return json.dumps({k: float(v) for k, v in asdict(self).items() if v is not None}, sort_keys=True)
+        """The stored form (``slo`` columns, :func:`lab.select.objective_key`)."""
+        from lab.select import objective_key
+
+        return objective_key(self.ttft_ms, self.itl_p95_ms, self.e2e_ms)
 
     @classmethod
     def from_json(cls, text: str | None) -> "Objective":

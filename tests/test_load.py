@@ -134,6 +134,18 @@ def test_find_max_stores_the_most_users_within_the_objective(tiny_gguf: Path, tm
                                  objective=Objective(e2e_ms=0.001)), store)
     assert [r["test"] for r in never.levels] == ["load u1"] and never.levels[0]["slo_attainment"] == 0
     assert store.get("runs", never.run_id)["max_users_at_slo"] == 0
+    # recommend --min-users judges the stored figure at the same objective, and only at it
+    from lab.bench import BenchOptions, run_bench
+    from lab.report import recommend
+
+    run_bench(BenchOptions(models=[str(tiny_gguf)], n_prompt=[8], n_gen=[4], repetitions=1, threads=[1]), store)
+    key = lenient.to_json()
+    assert recommend(store, min_users=4, objective=key).pick.row["max_users_at_slo"] == 6
+    failing = recommend(store, min_users=8, objective=key)
+    assert failing.pick is None and failing.failing[0].checks[0].value == 6
+    other = recommend(store, min_users=1, objective=Objective(ttft_ms=50_000).to_json())
+    assert other.pick is None and other.unverified and other.unverified[0].checks[0].value is None
+    assert recommend(store, min_users=1, objective=Objective(e2e_ms=0.001).to_json()).failing[0].checks[0].value == 0
 
 
 def test_cli_json_has_one_object_per_level(tiny_gguf: Path, tmp_path: Path) -> None:
