@@ -199,7 +199,8 @@ class _Run:
         config = {"model": plan.payload["model"], "ctx": plan.payload["ctx"], "users": o.users, "rates": o.rates,
                   "slots": o.slots, "duration_s": o.duration_s, "max_tokens": o.max_tokens,
                   "n_prompts": len(plan.prompts), "seed": o.seed, "request_timeout_s": o.request_timeout_s,
-                  "find_max": o.find_max, "objective": json.loads(o.objective.to_json())}
+                  "find_max": o.find_max, "max_users": o.max_users if o.find_max else None,
+                  "objective": json.loads(o.objective.to_json())}
         self.run_id = store.create_run(
             "load", machine_id=self.machine["id"], model_id=self.model_row["id"],
             model_filename=self.model_row["model_filename"], config=config, lab_version=__version__,

@@ -41,7 +41,7 @@ class EndpointRun:
         config = {"endpoint": {"id": e.id, "name": e.name, "url": e.url, "model": e.model}, "users": o.users,
                   "rates": o.rates, "duration_s": o.duration_s, "max_tokens": o.max_tokens,
                   "n_prompts": len(self.prompts), "seed": o.seed, "request_timeout_s": o.request_timeout_s,
-                  "find_max": o.find_max}
+                  "find_max": o.find_max, "max_users": o.max_users if o.find_max else None}
         self.run_id = store.create_run("load", machine_id=self.machine_id, model_id=e.id, model_filename=e.label,
                                        config=config, lab_version=__version__, label=o.label,
                                        slo=o.objective.to_json())

@@ -218,3 +218,32 @@ def test_the_same_load_against_an_endpoint(server: str, tmp_path: Path, monkeypa
         for a, b in zip(mine, mine[1:]):
             assert b["arrival_ms"] >= a["arrival_ms"] + a["e2e_ms"] - 0.01
     assert any(e["event"] == "load_progress" and e["active"] == 2 for e in events)
+
+
+def test_rightsize_judges_min_users_last_and_reuses_a_search_that_decides(
+        tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lab import library, rightsize_load
+    from lab.provenance import record_machine
+    from lab.rightsize import Question, Rightsizer, Verdict
+
+    monkeypatch.setattr(rightsize_load, "LEVEL_S", 0.4)  # short levels: the search, not its length, is tested
+    store = Store(tmp_path / "lab.db")
+    key = Objective(ttft_ms=60_000).to_json()
+    rs = Rightsizer(store, Question(model=str(tiny_gguf), n_threads=1, n_gen=4, limits={"min_users": 2, "min_tg": 1},
+                                    objective=key))
+    rs.machine_id = record_machine(store)
+    model_id = library.register(store, library.resolve(str(tiny_gguf)))["id"]
+    assert rs.needed() == ["memory", "speed", "load"]
+    v = Verdict(tiny_gguf, model_id, "F32", 1)
+    rs.run_stage(v, "load")
+    assert v.figures["max_users_at_slo"] == 2 and v.measured == ["load find-max ≤2 users"]
+    assert [j.check.status for j in v.checks] == ["pass"]
+    assert [r["max_users_at_slo"] for r in store.runs(kind="load")] == [2]
+    again = Verdict(tiny_gguf, model_id, "F32", 1)
+    rs.run_stage(again, "load")
+    assert again.reused == ["load find-max (2 users)"] and again.measured == [] and len(store.runs(kind="load")) == 1
+    # the stored 2 was the search's ceiling: it does not decide 3 users, so the search runs again
+    rs.q.limits["min_users"] = 3
+    more = Verdict(tiny_gguf, model_id, "F32", 1)
+    rs.run_stage(more, "load")
+    assert more.measured == ["load find-max ≤3 users"] and more.figures["max_users_at_slo"] == 3
