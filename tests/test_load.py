@@ -101,6 +101,22 @@ def test_open_loop_arrivals_follow_the_requested_rate(tiny_gguf: Path, tmp_path:
     assert row["n_seq"] == 2 and row["load_max_active"] <= 2
 
 
+def test_timed_out_requests_are_counted_as_failed_and_never_meet_the_objective(tiny_gguf: Path, tmp_path: Path) -> None:
+    store = Store(tmp_path / "lab.db")
+    # one slot, requests arriving faster than a 1 ms timeout lets any of them finish
+    outcome = run_load(LoadOptions(model=str(tiny_gguf), rates=[60], slots=1, duration_s=1.0, max_tokens=24, threads=1,
+                                   request_timeout_s=0.001, objective=Objective(ttft_ms=60_000)), store)
+    row = outcome.levels[0]
+    reqs = _requests(store, row["id"])
+    statuses = [r["status"] for r in reqs]
+    assert len(reqs) == row["load_requests"] == row["load_completed"] + row["load_failed"]
+    assert row["load_failed"] == statuses.count("timeout") > 0 and set(statuses) <= {"ok", "timeout"}
+    assert all(not r["meets_slo"] for r in reqs if r["status"] == "timeout")
+    met = sum(r["meets_slo"] for r in reqs)
+    assert row["slo_attainment"] == pytest.approx(100 * met / len(reqs)) and row["slo_attainment"] < 100
+    assert row["load_completed"] == statuses.count("ok")
+
+
 def test_search_doubles_then_bisects() -> None:
     tried: list[float] = []
 

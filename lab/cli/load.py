@@ -137,6 +137,9 @@ def load(model: str, users: list[int], rates: list[float], slots: int, duration_
     """
     from lab.load import LoadOptions, Objective, run_load
 
+    source = click.get_current_context().get_parameter_source("slots")
+    if users and source == click.core.ParameterSource.COMMANDLINE:
+        raise LabError("--slots is for --rate levels; with --users every user has a slot")
     objective = Objective(slo_ttft_ms, slo_itl_p95_ms, slo_e2e_ms)
     options = LoadOptions(model=model, users=users, rates=rates, slots=slots, duration_s=duration_s,
                           prompts_file=prompts_file, max_tokens=max_tokens, objective=objective, find_max=find_max,
