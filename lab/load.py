@@ -99,25 +99,31 @@ class _Plan:
     prompts: list[Any]
 
 
+def memory_need(summary: Any, slots: int, max_tokens: int) -> tuple[int, int]:
+    """The estimated peak RSS of ``slots`` sequences and the memory available now. Prompt
+    lengths are known only once tokenized in the child: 512 tokens each are allowed, as the chat
+    test's estimate does."""
+    import psutil
+
+    from lab.gguf_info import estimate_memory
+
+    return estimate_memory(summary, slots * (512 + max_tokens)).host_bytes, psutil.virtual_memory().available
+
+
 def _plan(o: LoadOptions, largest_slots: int) -> _Plan:
     from lab import library
     from lab.bench import load_prompts
     from lab.engine.protocol import ContextParams, ModelParams
-    from lab.gguf_info import estimate_memory, inspect
+    from lab.gguf_info import inspect
     from lab.hardware import default_threads
 
     local = library.resolve(o.model)
     summary = inspect(local.path)
     prompts = load_prompts(o.prompts_file)
-    # prompt lengths are known only once tokenized in the child: allow 512 tokens each, as the
-    # chat test's estimate does
-    est = estimate_memory(summary, largest_slots * (512 + o.max_tokens))
     if not o.force:
-        import psutil
-
-        available = psutil.virtual_memory().available
-        if est.host_bytes > available:
-            raise NotEnoughMemory(f"{local.name} needs about {est.host_bytes / 2**30:.2f} GiB for {largest_slots} "
+        need, available = memory_need(summary, largest_slots, o.max_tokens)
+        if need > available:
+            raise NotEnoughMemory(f"{local.name} needs about {need / 2**30:.2f} GiB for {largest_slots} "
                                   f"slots but only {available / 2**30:.2f} GiB is available; use --force to try anyway")
     payload = {
         "model": asdict(ModelParams(str(local.path), n_gpu_layers=o.n_gpu_layers)),
@@ -286,8 +292,8 @@ def run_load(options: LoadOptions, store: Any, *, on_event: OnEvent | None = Non
 
         run = EndpointRun(options, store, emit, cancel)
     else:
-        slots = max([*options.users, options.max_users if options.find_max and not options.rates else 1,
-                     options.slots if options.rates else 1])
+        # a search checks each probe's memory as it goes: a level that does not fit fails
+        slots = max([*options.users, options.slots if options.rates else 1])
         run = _Run(options, store, _plan(options, slots), emit, cancel)
     outcome = LoadOutcome(status="ok", run_id=run.run_id)
     emit({"event": "run_start", "run_id": run.run_id, "model_filename": run.model_row["model_filename"],
@@ -308,6 +314,12 @@ def run_load(options: LoadOptions, store: Any, *, on_event: OnEvent | None = Non
 
             def probe(value: float) -> bool:
                 level = {"rate": value, "slots": options.slots} if by_rate else {"users": int(value)}
+                if not by_rate and isinstance(run, _Run) and not options.force:
+                    need, available = memory_need(run.plan.summary, int(value), options.max_tokens)
+                    if need > available:
+                        emit({"event": "probe", "run_id": run.run_id, "test": f"load u{int(value)}", "passed": False,
+                              "slo_attainment": None, "reason": "does not fit in the memory available"})
+                        return False
                 row = serve([level])[0]
                 ok = passes(row)
                 emit({"event": "probe", "run_id": run.run_id, "test": row["test"], "passed": ok,
@@ -325,6 +337,8 @@ def run_load(options: LoadOptions, store: Any, *, on_event: OnEvent | None = Non
             serve(levels)
     except _Stop:
         pass
+    except KeyboardInterrupt:  # between children: the run is still recorded as cancelled
+        failure.update(status="cancelled", error="cancelled by the user", interrupted=True)
     outcome.levels = run.rows
     if failure:
         outcome.status, outcome.error = failure["status"], failure["error"]
