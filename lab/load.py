@@ -186,6 +186,9 @@ class _Recorder:
                            "sent": event["sent"], **running_figures(self.done)})
         elif kind == protocol.TEST_END:
             window = self.sampler.end_window() if self.sampler is not None else None
+            # the child goes on to the next level's context while this one is stored: samples
+            # from now on are not this level's
+            self.current = None
             row = self.run.store_level(self.levels[event["index"]], event, self.loaded, window)
             self.flush_samples()
             self.rows.append(row)
