@@ -60,7 +60,9 @@ def make_f16(work: Path, threads: int) -> tuple[Path, float]:
 def run_fituna(fituna: str, f16: Path, target: float, bin_dir: str, text: Path, chunks: int,
                out: Path) -> tuple[float, str | None, str]:
     cmd = [fituna, "run", "--model", str(f16), "--target-tps", f"{target:.2f}", "--max-quality-loss", "5",  # percent: PPL ratio 1.05
-           "--quant", TYPES, "--gpu", "none", "--llama-bin-dir", bin_dir, "--quality-corpus", str(text),
+           "--quant", TYPES, "--gpu", "none",
+           # llama-bench at depth ctx - 512 - 128: --ctx 640 is depth 0, the tg128 both tools judge
+           "--ctx", "640", "--llama-bin-dir", bin_dir, "--quality-corpus", str(text),
            "--ppl-chunks", str(chunks), "--out", str(out), "--json"]
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -68,8 +70,7 @@ def run_fituna(fituna: str, f16: Path, target: float, bin_dir: str, text: Path, 
     pick = None
     try:
         report = json.loads(done.stdout)
-        best = report.get("best") or report.get("winner") or report.get("result") or {}
-        pick = best.get("quant") or best.get("quant_type") if isinstance(best, dict) else None
+        pick = (report.get("config") or {}).get("quant")
     except ValueError:
         pass
     return seconds, pick, done.stdout[-2000:] + done.stderr[-2000:]

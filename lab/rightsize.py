@@ -22,14 +22,14 @@ from __future__ import annotations
 import json
 import math
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from lab.errors import LabError
-from lab.report.recommendation import LIMITS, PREFER, LimitCheck, LimitSpec, check_limit, limit_specs
+from lab.question import MEMORY_MARGIN, Outcome, Question, Verdict, _finite, judge
+from lab.report.recommendation import LIMITS, PREFER, LimitSpec, limit_specs
 from lab.rightsize_load import measure_users
-from lab.select import Config, command_lines
+from lab.select import Config
 from lab.stats import mean_interval
 
 if TYPE_CHECKING:
@@ -48,168 +48,12 @@ STAGE_OF = {
     "max_j_per_token": "speed", "max_cost_per_mtok": "speed", "min_accuracy": "suite", "min_format_valid": "suite",
 }
 PREFER_STAGE = {"smallest": "memory", "cheapest": "memory", "quality": "quality", "fastest": "speed"}
-DEFAULT_TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0")
-# The memory estimate predicts peak RSS within about 1%: closer than this to a limit is undecided.
-MEMORY_MARGIN = 0.02
 OnProgress = Callable[[str], None]
 
 
 def all_specs(test_pp: str = "pp512", test_tg: str = "tg128") -> dict[str, LimitSpec]:
     """Every limit ``rightsize`` judges, by name: recommend's, then its own."""
     return {s.name: s for s in (*limit_specs(test_pp, test_tg), *EXTRA_LIMITS)}
-
-
-@dataclass
-class Judged:
-    """One limit judged with its figure's 95% interval: ``pass``, ``fail``, ``borderline`` (the
-    interval holds the limit) or ``unverified`` (no figure). ``basis`` says where the figure came
-    from (``measured``, ``reused``, ``estimate``, ``exact``); ``n`` how many repetitions, chunks or
-    items it rests on."""
-
-    check: LimitCheck
-    low: float | None = None
-    high: float | None = None
-    n: int | None = None
-    basis: str = "measured"
-
-    @property
-    def status(self) -> str:
-        c = self.check
-        if c.status in ("pass", "fail") and self.low is not None and self.high is not None and \
-                self.low < c.limit < self.high:
-            return "borderline"
-        return c.status
-
-    def describe(self) -> str:
-        text = self.check.describe()
-        if self.low is not None and self.high is not None and math.isfinite(self.low) and math.isfinite(self.high):
-            fmt = (lambda v: f"{v / 2**20:.1f} MiB") if self.check.unit == "bytes" else (lambda v: f"{v:.4g}")
-            band = f"±{MEMORY_MARGIN:.0%}" if self.basis == "estimate" else "95%"
-            text += f" [{band} {fmt(self.low)}–{fmt(self.high)}]"
-        if self.status == "borderline":
-            text = f"undecided: {text}"
-        if self.basis == "estimate":
-            text += " (estimate)"
-        return text
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.check.name, "label": self.check.label, "limit": self.check.limit,
-                "value": self.check.value, "low": _finite(self.low), "high": _finite(self.high), "n": self.n,
-                "basis": self.basis, "status": self.status, "text": self.describe()}
-
-
-def _finite(v: float | None) -> float | None:
-    return v if v is not None and math.isfinite(v) else None
-
-
-def judge(spec: LimitSpec, limit: float, value: float | None, low: float | None = None,
-          high: float | None = None, *, n: int | None = None, basis: str = "measured") -> Judged:
-    """``check_limit`` on one figure, with its interval."""
-    return Judged(check_limit(spec, limit, {spec.key: value}), low, high, n, basis)
-
-
-@dataclass
-class Question:
-    """What ``rightsize`` is asked: the model, the candidates, the limits and how to pick."""
-
-    model: str
-    types: list[str] = field(default_factory=lambda: list(DEFAULT_TYPES))
-    limits: dict[str, float] = field(default_factory=dict)
-    prefer: str = "smallest"
-    text: Path | None = None
-    chunks: int = 4
-    max_chunks: int = 32
-    suite: str | None = None
-    n_threads: int | None = None
-    n_gpu_layers: int = -1
-    n_prompt: int = 512
-    n_gen: int = 128
-    repetitions: int = 3
-    max_repetitions: int = 24
-    ctx_size: int = 4096
-    keep: bool = True
-    objective: str = "{}"  # min_users is judged at this latency objective (lab.select.objective_key)
-
-    def config(self) -> dict[str, Any]:
-        """The configuration every figure is measured and judged at (bench's defaults)."""
-        return {"n_threads": self.n_threads, "n_gpu_layers": self.n_gpu_layers, "n_batch": 2048, "n_ubatch": 512,
-                "flash_attn": -1, "type_k": "f16", "type_v": "f16"}
-
-    @property
-    def test_pp(self) -> str:
-        return f"pp{self.n_prompt}"
-
-    @property
-    def test_tg(self) -> str:
-        return f"tg{self.n_gen}"
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        d["text"] = str(self.text) if self.text else None
-        return d
-
-
-@dataclass
-class Verdict:
-    """One candidate and what was found. ``status``: ``pick``, ``pass`` (meets every limit, not
-    picked), ``fail``, ``borderline``, ``skipped`` (another candidate was picked before this one
-    needed measuring) or ``error`` (a measurement failed)."""
-
-    path: Path
-    model_id: str | None
-    quant: str | None
-    file_size: int | None
-    is_source: bool = False
-    figures: dict[str, Any] = field(default_factory=dict)
-    checks: list[Judged] = field(default_factory=list)
-    status: str = "pending"
-    reason: str = ""
-    reused: list[str] = field(default_factory=list)
-    measured: list[str] = field(default_factory=list)
-    pull_spec: str | None = None  # a Hub file not yet downloaded
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    def row(self) -> dict[str, Any]:
-        """The figures as a model-table row, for recommend's preference orders."""
-        return {"model_filename": self.name, "file_size": self.file_size, "file_type": self.quant, **self.figures}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"file": str(self.path), "model_filename": self.name, "quant": self.quant, "sha256": self.model_id,
-                "file_size": self.file_size, "is_source": self.is_source, "status": self.status,
-                "reason": self.reason, "figures": self.figures, "checks": [j.to_dict() for j in self.checks],
-                "reused": self.reused, "measured": self.measured}
-
-
-@dataclass
-class Outcome:
-    """The verdict of one question: every candidate, the pick (None when nothing meets every
-    limit) and the ``rightsize`` run that recorded it."""
-
-    question: Question
-    candidates: list[Verdict]
-    pick: Verdict | None
-    run_id: str
-    machine_id: str | None
-    config: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
-
-    def commands(self) -> dict[str, str] | None:
-        """The pick's ``llama-server`` and ``llama-cli`` command lines at the judged configuration."""
-        if self.pick is None:
-            return None
-        return command_lines(str(self.pick.path), Config(**self.config), self.question.ctx_size)
-
-    def to_dict(self) -> dict[str, Any]:
-        pick = None
-        if self.pick is not None:
-            pick = {"file": str(self.pick.path), "quant": self.pick.quant, "sha256": self.pick.model_id,
-                    "config": self.config, "commands": self.commands()}
-        return {"run_id": self.run_id, "machine_id": self.machine_id, "pick": pick,
-                "question": self.question.to_dict(), "notes": self.notes,
-                "candidates": [c.to_dict() for c in self.candidates]}
 
 
 class Rightsizer:
@@ -311,14 +155,16 @@ class Rightsizer:
             wanted.add("suite")
         return [s for s in STAGES if s in wanted]
 
-    def run_stage(self, v: Verdict, stage: str) -> None:
-        """Measure (or reuse) what ``stage``'s limits need and judge them."""
+    def run_stage(self, v: Verdict, stage: str, rank_against: Verdict | None = None) -> None:
+        """Measure (or reuse) what ``stage``'s limits need and judge them. With ``rank_against``
+        (the pick so far) quality is first measured on fewer chunks, enough when that already
+        shows ``v`` ranks below it."""
         if v.pull_spec is not None and stage != "memory":
             self._pull(v)
         if stage == "memory":
             self._memory(v)
         elif stage == "quality":
-            self._quality(v)
+            self._quality(v, rank_against)
         elif stage == "speed":
             self._speed(v)
         elif stage == "suite":
@@ -381,7 +227,7 @@ class Rightsizer:
         meta = read_cache_meta(cache_root() / cache_key(ref_id, text_sha, 512, TOP_K, TAIL_SAMPLES))
         return meta.get("n_chunk_max") if meta else None
 
-    def _quality(self, v: Verdict) -> None:
+    def _quality(self, v: Verdict, rank_against: Verdict | None = None) -> None:
         from lab.quality import QualityOptions, measure_quality
 
         if v.is_source:  # a model against itself: exactly 0 and 1 (see lab.quality)
@@ -391,7 +237,9 @@ class Rightsizer:
             return
         ref = self._reference()
         text_path, text_sha = self._text()
-        chunks = self.q.chunks
+        # Ranking against a pick: a quarter of the chunks first; the whole count only when they
+        # cannot tell the two apart (or the limits apart).
+        chunks = max(1, self.q.chunks // 4) if rank_against is not None else self.q.chunks
         measured_now = False
         while True:
             row = self._stored_quality(v.model_id or "", ref[1], text_sha)
@@ -416,12 +264,20 @@ class Rightsizer:
                 row = self._stored_quality(v.model_id or "", ref[1], text_sha)
                 assert row is not None
             v.figures.update(kld_mean=row["kld_mean"], kld_stderr=row["kld_stderr"], ppl_ratio=row["ppl_ratio"],
-                             quality_chunks=row["n_chunks"])
+                             ppl_ratio_stderr=row.get("ppl_ratio_stderr"), quality_chunks=row["n_chunks"])
             for name, key, se in (("max_kld", "kld_mean", "kld_stderr"), ("max_ppl_ratio", "ppl_ratio", "ppl_ratio_stderr")):
                 val, err = row.get(key), row.get(se)
                 lo, hi = (val - 1.96 * err, val + 1.96 * err) if val is not None and err is not None else (None, None)
                 self._add(v, name, val, lo, hi, n=row["n_chunks"])
-            undecided = any(j.status == "borderline" and STAGE_OF[j.check.name] == "quality" for j in v.checks)
+            mine = [j for j in v.checks if STAGE_OF[j.check.name] == "quality"]
+            if rank_against is not None and chunks < self.q.chunks:
+                if any(j.status == "fail" for j in mine) or self.ranks_below(v, rank_against):
+                    return
+                chunks = self.q.chunks
+                self.say(f"{v.name}: {row['n_chunks']} chunks do not rank it below {rank_against.name}; "
+                         f"measuring {chunks} chunks")
+                continue
+            undecided = any(j.status == "borderline" for j in mine)
             at_cap = row["n_chunks"] >= self.q.max_chunks or (available is not None and row["n_chunks"] >= available)
             if not undecided or at_cap:
                 return
@@ -579,7 +435,7 @@ class Rightsizer:
 
     # --- the whole question -------------------------------------------------------------------
 
-    def _measure(self, v: Verdict, stages: list[str]) -> None:
+    def _measure(self, v: Verdict, stages: list[str], rank_against: Verdict | None = None) -> None:
         for stage in stages:
             if v.status in ("fail", "error"):
                 return
@@ -589,7 +445,7 @@ class Rightsizer:
                 raise Cancelled("figures measured so far are stored; ask again to go on")
             self.say(f"{v.name}: {stage}")
             try:
-                self.run_stage(v, stage)
+                self.run_stage(v, stage, rank_against)
             except _Failed as exc:
                 v.status, v.reason = "error", str(exc)
                 self.say(f"{v.name}: error: {exc}")
@@ -622,41 +478,120 @@ class Rightsizer:
         return outcome
 
     def _decide(self, cands: list[Verdict]) -> Verdict | None:
-        """Measure the candidates stage by stage; the first in preference order to meet every
-        limit is the pick, and those after it are not measured further."""
+        """Measure the candidates stage by stage and pick the first, in preference order, that
+        meets every limit; a candidate stops being measured at the first limit it fails, or as
+        soon as it is certain not to be the pick."""
         q = self.q
         needed = self.needed()
         self.say(f"stages: {', '.join(needed)}; skipped: " +
                  (", ".join(f"{s} (no limit needs it)" for s in STAGES if s not in needed) or "none"))
-        pref = PREFER_STAGE[q.prefer]
-        # Every candidate needs the preference's figure to be ranked, so the stages before the
-        # ranking run for all of them: the other limits' stages first (they eliminate, often more
-        # cheaply), the preference's last; the task suite, the dearest, only in ranked order.
-        early = ["memory"] if pref == "memory" else [s for s in needed if s not in (pref, "suite")] + [pref]
-        late = [s for s in needed if s not in early]
-        order = PREFER["smallest"]
-        for v in sorted(cands, key=lambda c: order(c.row())):  # cheapest first within each stage
+        smallest = PREFER["smallest"]
+        for v in sorted(cands, key=lambda c: smallest(c.row())):  # the header's estimate: nearly free
             if v.status == "pending":
-                self._measure(v, early)
-        pick = None
-        ranked = sorted([c for c in cands if c.status in ("pending", "borderline")], key=lambda c: PREFER[q.prefer](c.row()))
-        for v in ranked:
-            if pick is not None:
-                if v.status == "pending":
-                    v.status = "skipped"
-                    v.reason = f"not measured further: {pick.name} ranks first by {q.prefer}"
-                    self.say(f"{v.name}: skipped ({v.reason})")
-                continue
-            self._measure(v, late)
-            if v.status == "pending":
-                v.status = "pass"
-                v.reason = "; ".join(j.describe() for j in v.checks) or "no limits were given"
-                pick = v
+                self._measure(v, ["memory"])
+        pick = (self._decide_by_header if PREFER_STAGE[q.prefer] == "memory" else self._decide_by_measure)(cands)
         if pick is not None:
             pick.status = "pick"
             if pick.pull_spec is not None:  # judged from its header alone: the command line needs the file
                 self._pull(pick)
         return pick
+
+    def _decide_by_header(self, cands: list[Verdict]) -> Verdict | None:
+        """smallest, cheapest: the header ranks every candidate, so they are measured in rank
+        order and the first to meet every limit is the pick; the rest are not measured."""
+        late = [s for s in self.needed() if s != "memory"]
+        pick = None
+        for v in sorted([c for c in cands if c.status in ("pending", "borderline")],
+                        key=lambda c: PREFER[self.q.prefer](c.row())):
+            if pick is not None:
+                if v.status != "pending":
+                    continue
+                v.status = "skipped"
+                v.reason = f"not measured further: {pick.name} ranks first by {self.q.prefer}"
+                self.say(f"{v.name}: skipped ({v.reason})")
+                continue
+            self._measure(v, late)
+            if v.status == "pending":
+                v.status, pick = "pass", v
+                v.reason = "; ".join(j.describe() for j in v.checks) or "no limits were given"
+        return pick
+
+    def _decide_by_measure(self, cands: list[Verdict]) -> Verdict | None:
+        """quality, fastest: the ranking figure must be measured. Candidates go in their likely
+        rank order (quality: the source, then larger files first; fastest: smaller files first),
+        each through the other limits' stages, then the ranking stage, then the task suite. Once
+        one meets every limit, each later candidate is first measured for the ranking figure
+        alone (quality on a quarter of the chunks) and is measured further only when its 95%
+        interval does not put it below the pick so far."""
+        q = self.q
+        pref = PREFER_STAGE[q.prefer]
+        needed = self.needed()
+        # the task suite and the load, the dearest, last
+        stages = [s for s in needed if s not in ("memory", pref, "suite", "load")] + [pref] + \
+            [s for s in ("suite", "load") if s in needed]
+        if q.prefer == "quality":
+            likely = sorted(cands, key=lambda c: (not c.is_source, -(c.file_size or 0)))
+        else:
+            likely = sorted(cands, key=lambda c: c.file_size or 0)
+        pick = None
+        for v in likely:
+            if v.status not in ("pending", "borderline"):  # a borderline one is measured, never picked
+                continue
+            if pick is not None:
+                self._measure(v, [pref], rank_against=pick)
+                if v.status not in ("pending", "borderline"):
+                    continue
+                if self.ranks_below(v, pick):
+                    v.status = "skipped"
+                    v.reason = f"ranks below {pick.name} by {q.prefer}: {self._rank_words(v, pick)}"
+                    self.say(f"{v.name}: skipped ({v.reason})")
+                    continue
+            self._measure(v, stages)
+            if v.status == "pending":
+                v.status = "pass"
+                v.reason = "; ".join(j.describe() for j in v.checks) or "no limits were given"
+                if pick is None or PREFER[q.prefer](v.row()) < PREFER[q.prefer](pick.row()):
+                    pick = v
+        return pick
+
+    def _rank_figure(self, v: Verdict) -> tuple[str, float, float, float] | None:
+        """The figure ``prefer`` ranks by, with its 95% interval, as (label, value, low, high)
+        oriented so that lower is better; None when it is not known."""
+        f = v.figures
+        keys = (("KLD", "kld_mean", "kld_stderr"), ("PPL ratio", "ppl_ratio", "ppl_ratio_stderr")) \
+            if self.q.prefer == "quality" else (("tg t/s", "tg_ts", None), ("pp t/s", "pp_ts", None))
+        for label, key, se in keys:
+            value = f.get(key)
+            if value is None:
+                continue
+            if se is None:  # speeds: higher is better, so negated
+                low, high = f.get(f"{key}_low"), f.get(f"{key}_high")
+                if low is None or high is None:
+                    return None
+                return label, -value, -high, -low
+            err = 0.0 if v.is_source else f.get(se)
+            if err is None:
+                return None
+            return label, value, value - 1.96 * err, value + 1.96 * err
+        return None
+
+    def ranks_below(self, v: Verdict, pick: Verdict) -> bool:
+        """Whether ``v`` is worse than ``pick`` by the preference's figure beyond both 95%
+        intervals (the same figure on both sides)."""
+        a, b = self._rank_figure(v), self._rank_figure(pick)
+        return a is not None and b is not None and a[0] == b[0] and a[2] > b[3]
+
+    def _rank_words(self, v: Verdict, pick: Verdict) -> str:
+        a, b = self._rank_figure(v), self._rank_figure(pick)
+        assert a is not None and b is not None
+        sign = -1 if a[0].endswith("t/s") else 1
+
+        def fmt(x: tuple[str, float, float, float]) -> str:
+            lo, hi = sorted((sign * x[2], sign * x[3]))
+            return f"{sign * x[1]:.4g} [95% {lo:.4g}–{hi:.4g}]"
+
+        n = f" on {v.figures.get('quality_chunks')} chunks" if a[0] in ("KLD", "PPL ratio") else ""
+        return f"{a[0]} {fmt(a)}{n} against {fmt(b)}"
 
     def _drop_downloads(self, outcome: Outcome) -> None:
         from lab import library

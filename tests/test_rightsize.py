@@ -208,3 +208,40 @@ def test_a_limit_inside_the_interval_is_measured_again_then_borderline(
     else:  # the new repetitions moved the interval off the limit: decided on 2n samples, not on one run
         assert not check["low"] < limit < check["high"]
         assert (second["status"], code) == (("pick", 0) if check["value"] >= limit else ("fail", 1))
+
+
+def test_prefer_quality_measures_lower_ranked_candidates_only_until_they_rank_below_the_pick(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The source meets every limit and is exactly KLD 0: every quant after it gets one chunk of
+    quality (a quarter of --chunks 4), which puts it below the source beyond its interval, and is
+    never benched."""
+    db = tmp_path / "q.db"
+    main(["rightsize", "demo", "--types", "Q8_0,Q2_K", "--prefer", "quality", "--min-tg", "1", "--chunks", "4",
+          "-n", "4", "-p", "0", "-r", "3", "-t", "2", "--db", str(db), "-o", "json"])
+    out = json.loads(capsys.readouterr().out)
+    by_quant = {c["quant"]: c for c in out["candidates"]}
+    assert out["pick"]["quant"] == "Q4_1"  # the demo itself: the source
+    store = Store(db)
+    for quant in ("Q8_0", "Q2_K"):
+        c = by_quant[quant]
+        assert c["status"] == "skipped" and c["reason"].startswith("ranks below SmolLM2-135M-Instruct.Q4_1.gguf by quality: KLD")
+        assert c["measured"] == ["quality (1 chunks)"] and c["figures"]["quality_chunks"] == 1
+        assert c["figures"]["kld_mean"] - 1.96 * c["figures"]["kld_stderr"] > 0
+        assert _count(store, "select * from results where model_id = ?", [c["sha256"]]) == 0
+    # The ranking held the real order: Q2_K's KLD is far above Q8_0's.
+    assert by_quant["Q2_K"]["figures"]["kld_mean"] > 10 * by_quant["Q8_0"]["figures"]["kld_mean"]
+
+
+def test_ranks_below_needs_both_intervals_apart(tmp_path: Path, demo_gguf: Path) -> None:
+    store, rs, _ = _setup(tmp_path, demo_gguf, prefer="quality")
+    pick = Verdict(Path("a.gguf"), "a", "Q8_0", 3, figures={"kld_mean": 0.010, "kld_stderr": 0.001})
+    near = Verdict(Path("b.gguf"), "b", "Q6_K", 2, figures={"kld_mean": 0.013, "kld_stderr": 0.001})
+    far = Verdict(Path("c.gguf"), "c", "Q4_K", 1, figures={"kld_mean": 0.020, "kld_stderr": 0.001})
+    unknown = Verdict(Path("d.gguf"), "d", "Q4_0", 1, figures={"kld_mean": 0.5, "kld_stderr": None})
+    # 0.013 - 0.00196 = 0.01104 is inside 0.010 + 0.00196: not apart; 0.020 - 0.00196 is
+    assert [rs.ranks_below(v, pick) for v in (near, far, unknown)] == [False, True, False]
+    assert not rs.ranks_below(pick, far)
+    rs.q.prefer = "fastest"
+    fast = Verdict(Path("e.gguf"), "e", "Q4_0", 1, figures={"tg_ts": 100.0, "tg_ts_low": 95.0, "tg_ts_high": 105.0})
+    slow = Verdict(Path("f.gguf"), "f", "Q8_0", 2, figures={"tg_ts": 80.0, "tg_ts_low": 70.0, "tg_ts_high": 90.0})
+    assert rs.ranks_below(slow, fast) and not rs.ranks_below(fast, slow)
