@@ -325,6 +325,7 @@ def select(store: Store, *, model: str | None = None, machine: str | None = None
         "quality": _where_in(store, "quality", "run_id", run_ids),
         "eval_runs": _where_in(store, "eval_runs", "run_id", run_ids),
         "eval_items": _where_in(store, "eval_items", "run_id", run_ids),
+        "load_requests": _where_in(store, "load_requests", "result_id", {r["id"] for r in results}),
     }
     rows["samples"].sort(key=lambda r: (r["run_id"], r["t"]))
     measured = [r for t in ("runs", "results", "quality", "eval_runs", "eval_items") for r in rows[t]]

@@ -85,6 +85,7 @@ class Question:
     max_repetitions: int = 24
     ctx_size: int = 4096
     keep: bool = True
+    objective: str = "{}"  # min_users is judged at this latency objective (lab.select.objective_key)
 
     def config(self) -> dict[str, Any]:
         """The configuration every figure is measured and judged at (bench's defaults)."""

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from lab.errors import LabError
 from lab.question import MEMORY_MARGIN, Outcome, Question, Verdict, _finite, judge
 from lab.report.recommendation import LIMITS, PREFER, LimitSpec, limit_specs
+from lab.rightsize_load import measure_users
 from lab.select import Config
 from lab.stats import mean_interval
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from lab.library import LocalModel
     from lab.store import Store
 
-STAGES = ("memory", "quality", "speed", "suite")
+STAGES = ("memory", "quality", "speed", "suite", "load")  # cheapest first
 # Limits recommend does not know (yet), judged here the same way.
 EXTRA_LIMITS: tuple[LimitSpec, ...] = tuple(s for s in (
     LimitSpec("min_format_valid", "format_valid_rate", "min", "format valid"),
@@ -43,7 +44,7 @@ EXTRA_LIMITS: tuple[LimitSpec, ...] = tuple(s for s in (
 ) if s.name not in {x.name for x in LIMITS})
 STAGE_OF = {
     "max_memory_bytes": "memory", "max_vram_bytes": "memory", "max_kld": "quality", "max_ppl_ratio": "quality",
-    "min_tg": "speed", "min_pp": "speed", "max_ttft_ms": "speed", "max_itl_p95_ms": "speed",
+    "min_tg": "speed", "min_pp": "speed", "max_ttft_ms": "speed", "max_itl_p95_ms": "speed", "min_users": "load",
     "max_j_per_token": "speed", "max_cost_per_mtok": "speed", "min_accuracy": "suite", "min_format_valid": "suite",
 }
 PREFER_STAGE = {"smallest": "memory", "cheapest": "memory", "quality": "quality", "fastest": "speed"}
@@ -166,8 +167,10 @@ class Rightsizer:
             self._quality(v, rank_against)
         elif stage == "speed":
             self._speed(v)
-        else:
+        elif stage == "suite":
             self._suite(v)
+        else:
+            measure_users(self, v, _Failed)
         names = [n for n, s in STAGE_OF.items() if s == stage and n in self.q.limits]
         judged = [j for j in v.checks if j.check.name in names]
         failed = next((j for j in judged if j.status == "fail"), None)
@@ -523,7 +526,9 @@ class Rightsizer:
         q = self.q
         pref = PREFER_STAGE[q.prefer]
         needed = self.needed()
-        stages = [s for s in needed if s not in ("memory", pref, "suite")] + [pref] + (["suite"] if "suite" in needed else [])
+        # the task suite and the load, the dearest, last
+        stages = [s for s in needed if s not in ("memory", pref, "suite", "load")] + [pref] + \
+            [s for s in ("suite", "load") if s in needed]
         if q.prefer == "quality":
             likely = sorted(cands, key=lambda c: (not c.is_source, -(c.file_size or 0)))
         else:
@@ -625,4 +630,6 @@ def rightsize(store: "Store", question: Question, *, on_progress: OnProgress | N
         raise LabError("--min-accuracy and --min-format-valid need --suite FILE (or --suite demo)")
     if question.chunks < 1:
         raise LabError("--chunks must be at least 1")
+    if "min_users" in question.limits and question.objective == "{}":
+        raise LabError("--min-users is judged at a latency objective: give --slo-ttft-ms, --slo-itl-p95-ms or --slo-e2e-ms")
     return Rightsizer(store, question, on_progress, cancel).run()

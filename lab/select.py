@@ -326,3 +326,27 @@ def is_swapped(row: dict[str, Any]) -> bool:
     speed and memory figures are those of a model that does not fit, so it does not meet a
     memory limit whatever its peak RSS says. False for 0 and for NULL (not measured)."""
     return bool(row.get("swapped"))
+
+
+def objective_key(ttft_ms: float | None = None, itl_p95_ms: float | None = None,
+                  e2e_ms: float | None = None) -> str:
+    """A latency objective as it is stored beside a load figure (the ``slo`` columns): only the
+    objectives given, as floats, keys sorted, so the same objective always reads the same."""
+    import json
+
+    given = {"ttft_ms": ttft_ms, "itl_p95_ms": itl_p95_ms, "e2e_ms": e2e_ms}
+    return json.dumps({k: float(v) for k, v in given.items() if v is not None}, sort_keys=True)
+
+
+def max_users_at_slo(store: "Store", model_id: str, machine_id: str | None, objective: str) -> dict[str, Any] | None:
+    """The newest finished ``load --find-max`` over users for one model (on one machine, when
+    given) at exactly this objective (:func:`objective_key`): ``max_users_at_slo``,
+    ``max_kv_bytes``, the run's id and its machine; None when there is none."""
+    where = "kind = 'load' and status = 'ok' and max_users_at_slo is not null and model_id = ? and slo = ?"
+    params: list[Any] = [model_id, objective]
+    if machine_id:
+        where += " and machine_id = ?"
+        params.append(machine_id)
+    rows = store.query(f"select id as load_run_id, machine_id, max_users_at_slo, max_kv_bytes from runs where {where} "
+                       "order by finished_at desc limit 1", params)
+    return rows[0] if rows else None

@@ -10,6 +10,7 @@ Column names follow llama-bench wherever the meaning is the same (``model_filena
 * ``samples``   the monitor's time series per run
 * ``quality``   perplexity / KL-divergence of a model against a reference
 * ``eval_runs`` / ``eval_items``  task-suite summaries and per-item outputs
+* ``load_requests``  every request of a load level: queue, TTFT, gaps, e2e, tokens, status
 * ``endpoints`` OpenAI-compatible endpoints by name: URL, model id, prices (never an API key).
   A run against one has ``model_id`` = the endpoint's id and ``model_filename`` =
   ``endpoint:NAME``; ``rm`` only marks the row removed, so its runs keep their identity
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     # paint should not wait for (``check_database`` needs only sqlite3).
     import sqlite_utils
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def now_iso() -> str:
@@ -77,6 +78,9 @@ _RUN_COLUMNS: dict[str, Any] = {
     "plan_step": str,  # the plan step this run measured (lab.plan_run), so a rerun can skip it
     "model_fs_type": str, "model_device": str,
     "verdict": str,  # a ``rightsize`` run's verdict (JSON): the pick and every candidate's status
+    # ``load --find-max``: the most users (or requests/s) served within the objective (``slo``,
+    # JSON), and the KV cache that level needs
+    "max_users_at_slo": int, "max_rate_at_slo": float, "slo": str, "max_kv_bytes": int,
 }
 
 _RESULT_COLUMNS: dict[str, Any] = {
@@ -107,6 +111,13 @@ _RESULT_COLUMNS: dict[str, Any] = {
     "sustained_s": float, "sustained_window_s": float, "sustained_first_ts": float,
     "sustained_last_ts": float, "sustained_decay_pct": float, "sustained_first_mhz": float,
     "sustained_last_mhz": float, "clocks_dropped": int,
+    # a load level (``load u4``, ``load r1.5``): slots in n_seq, per-request figures in load_requests
+    "load_users": int, "load_rate": float, "load_duration_s": float, "load_requests": int,
+    "load_completed": int, "load_failed": int, "load_rps": float, "output_tps": float,
+    "ttft_p50_ms": float, "ttft_p95_ms": float, "ttft_p99_ms": float, "e2e_p50_ms": float,
+    "e2e_p95_ms": float, "e2e_p99_ms": float, "queue_p95_ms": float, "goodput_rps": float,
+    "slo_attainment": float, "slo": str, "load_max_active": int, "load_mean_active": float,
+    "endpoint_url": str,
 }
 
 _SAMPLE_COLUMNS: dict[str, Any] = {
@@ -153,6 +164,14 @@ _ENDPOINT_COLUMNS: dict[str, Any] = {
 }
 
 
+_LOAD_REQUEST_COLUMNS: dict[str, Any] = {
+    "id": str, "result_id": str, "run_id": str, "machine_id": str, "model_id": str, "test": str,
+    "request_index": int, "user": int, "prompt_id": str, "arrival_ms": float, "queue_ms": float,
+    "ttft_ms": float, "e2e_ms": float, "itl_p95_ms": float, "gaps_ms": str, "n_prompt_tokens": int,
+    "n_generated": int, "status": str, "meets_slo": int, "error": str,
+}
+
+
 def _migrate_1(db: sqlite_utils.Database) -> None:
     db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
     db["machines"].create(_MACHINE_COLUMNS, pk="id", if_not_exists=True)
@@ -186,7 +205,7 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
 _DECLARED: dict[str, dict[str, Any]] = {
     "machines": _MACHINE_COLUMNS, "models": _MODEL_COLUMNS, "endpoints": _ENDPOINT_COLUMNS, "runs": _RUN_COLUMNS,
     "results": _RESULT_COLUMNS, "samples": _SAMPLE_COLUMNS, "quality": _QUALITY_COLUMNS,
-    "eval_runs": _EVAL_RUN_COLUMNS, "eval_items": _EVAL_ITEM_COLUMNS,
+    "eval_runs": _EVAL_RUN_COLUMNS, "eval_items": _EVAL_ITEM_COLUMNS, "load_requests": _LOAD_REQUEST_COLUMNS,
 }
 
 
@@ -217,8 +236,14 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
     db["endpoints"].create_index(["name"], if_not_exists=True)
 
 
+def _migrate_4(db: sqlite_utils.Database) -> None:
+    db["load_requests"].create(_LOAD_REQUEST_COLUMNS, pk="id", if_not_exists=True)
+    db["load_requests"].create_index(["result_id"], if_not_exists=True)
+    db["load_requests"].create_index(["run_id"], if_not_exists=True)
+
+
 # Append only: migration N brings a database from version N-1 to N.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1, _migrate_2, _migrate_3]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]
 
 
 class StoreError(LabError):
@@ -383,6 +408,19 @@ class Store:
             if isinstance(row.get(key), (list, tuple)):
                 row[key] = json.dumps(list(row[key]))
         self._write("results", row)
+        return row["id"]
+
+    def add_result_with_rows(self, row: dict[str, Any], table: str, rows: Iterable[dict[str, Any]]) -> str:
+        """A result and its per-item rows in ``table`` (each gets ``result_id``), in one
+        transaction: an interrupt never leaves the one without the other."""
+        row = dict(row)
+        row.setdefault("id", new_id())
+        row.setdefault("test_time", now_iso())
+        items = [dict(r, id=r.get("id") or new_id(), result_id=row["id"]) for r in rows]
+        with self._lock, self.db.conn:
+            self.db["results"].insert(row, alter=True)
+            if items:
+                self.db[table].insert_all(items, alter=True)
         return row["id"]
 
     def add_samples(self, rows: Iterable[dict[str, Any]]) -> None:

@@ -33,7 +33,9 @@ def server(demo_gguf: Path, tmp_path_factory: pytest.TempPathFactory):
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(demo_gguf), "--host", "127.0.0.1",
          "--port", str(port), "--n_ctx", "512", "--n_threads", "1", "--n_threads_batch", "1",
-         "--api_key", SERVER_KEY, "--verbose", "False"],
+         "--api_key", SERVER_KEY, "--verbose", "False",
+         # concurrent requests queue, as llama-server's do, instead of cutting off the one streaming
+         "--interrupt_requests", "False"],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 60

@@ -268,7 +268,7 @@ def test_export_db_merges_back_losslessly(tmp_path: Path) -> None:
     out = rs("export", "--machine", "edge-b", "-o", str(sub), db=lab)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == (f"Exported 1 machines, 1 models, 0 endpoints, 3 runs, 2 results, 5 samples, 1 quality, "
-                                  f"1 eval_runs, 2 eval_items to {sub}.")
+                                  f"1 eval_runs, 2 eval_items, 0 load_requests to {sub}.")
     assert Store(sub).schema_version() == store_mod.SCHEMA_VERSION
     # exactly edge-b's rows, value for value (the model row is the one the lab holds)
     expected = {t: rows(lab if t == "models" else other, t) for t in TABLES}

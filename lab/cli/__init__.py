@@ -39,9 +39,9 @@ def cli(ctx: click.Context, db_path: Path | None) -> None:
 
 
 def _register() -> None:
-    from lab.cli import bench, cost, doctor, endpoints, fleet, hub, models, plan, quality, report, rightsize, tui
+    from lab.cli import bench, cost, doctor, endpoints, fleet, hub, load, models, plan, quality, report, rightsize, tui
 
-    for module in (bench, models, tui, doctor, hub, quality, report, fleet, endpoints, cost, plan, rightsize):
+    for module in (bench, models, tui, doctor, hub, quality, report, fleet, endpoints, cost, plan, rightsize, load):
         for command in getattr(module, "COMMANDS", []):
             cli.add_command(command)
         for command in getattr(module, "MODEL_COMMANDS", []):

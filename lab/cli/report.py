@@ -155,6 +155,10 @@ PREFER_CHOICES = ("smallest", "fastest", "quality", "cheapest")
 @click.option("-ctk", "--cache-type-k", default=None, help="Judge results measured with this KV cache type for K.")
 @click.option("-ctv", "--cache-type-v", default=None, help="Judge results measured with this KV cache type for V.")
 @click.option("--suite", default=None, help="Eval suite whose accuracy counts (default: each model's newest).")
+@click.option("--min-users", type=int, default=None, help="Concurrent users served within the objective at least this many (from `rightsizer load --find-max` with the same --slo-* flags).")
+@click.option("--slo-ttft-ms", type=float, default=None, help="--min-users: the objective's time to first token, ms.")
+@click.option("--slo-itl-p95-ms", type=float, default=None, help="--min-users: the objective's inter-token p95, ms.")
+@click.option("--slo-e2e-ms", type=float, default=None, help="--min-users: the objective's end-to-end time, ms.")
 @click.option("--baseline", default=None, metavar="MODEL",
               help="Compare every candidate with this: endpoint:NAME, or a model file name, path or id prefix "
                    "(paired accuracy difference with 95% CI and McNemar verdict, latency and cost ratios).")
@@ -168,7 +172,8 @@ def recommend(min_tg: float | None, min_pp: float | None, max_ttft_ms: float | N
               max_j_per_token: float | None, min_accuracy: float | None, max_kld: float | None,
               max_ppl_ratio: float | None, max_cost_per_mtok: float | None, prefer: str, threads: int | None, n_gpu_layers: int | None,
               batch_size: int | None, ubatch_size: int | None, flash_attn: int | None,
-              cache_type_k: str | None, cache_type_v: str | None, suite: str | None, baseline: str | None,
+              cache_type_k: str | None, cache_type_v: str | None, suite: str | None, min_users: int | None,
+              slo_ttft_ms: float | None, slo_itl_p95_ms: float | None, slo_e2e_ms: float | None, baseline: str | None,
               machine: str | None, pp_test: str, tg_test: str, fmt: str, db_path: Path | None) -> None:
     """The model and quant that meets every limit, and why each other one does not.
 
@@ -181,6 +186,7 @@ def recommend(min_tg: float | None, min_pp: float | None, max_ttft_ms: float | N
     import json
 
     from lab import report
+    from lab.select import objective_key
 
     config = {"n_threads": threads, "n_gpu_layers": n_gpu_layers, "n_batch": batch_size, "n_ubatch": ubatch_size,
               "flash_attn": flash_attn, "type_k": cache_type_k, "type_v": cache_type_v}
@@ -191,6 +197,7 @@ def recommend(min_tg: float | None, min_pp: float | None, max_ttft_ms: float | N
         max_j_per_token=max_j_per_token, min_accuracy=min_accuracy, max_kld=max_kld,
         max_ppl_ratio=max_ppl_ratio, max_cost_per_mtok=max_cost_per_mtok, suite=suite, test_pp=pp_test, test_tg=tg_test, prefer=prefer,
         config={k: v for k, v in config.items() if v is not None}, baseline=baseline,
+        min_users=min_users, objective=objective_key(slo_ttft_ms, slo_itl_p95_ms, slo_e2e_ms),
     )
     if fmt == "json":
         click.echo(json.dumps(rec.to_dict(), indent=2, default=str))

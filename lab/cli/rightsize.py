@@ -55,6 +55,11 @@ def _fraction(value: Any) -> str:
 @click.option("--min-format-valid", type=float, default=None, help="Task-suite format validity at least this fraction.")
 @click.option("--max-cost-per-mtok", type=float, default=None,
               help="Cost per 1M generated tokens at most this many USD (needs `rightsizer machine set`).")
+@click.option("--min-users", type=int, default=None,
+              help="Concurrent users served within the --slo-* objective at least this many (load --find-max; measured last).")
+@click.option("--slo-ttft-ms", type=float, default=None, help="--min-users: the objective's time to first token, ms.")
+@click.option("--slo-itl-p95-ms", type=float, default=None, help="--min-users: the objective's inter-token p95, ms.")
+@click.option("--slo-e2e-ms", type=float, default=None, help="--min-users: the objective's end-to-end time, ms.")
 @click.option("--prefer", type=click.Choice(PREFER_CHOICES), default="smallest", show_default=True,
               help="Which passing candidate to pick.")
 @click.option("--suite", default=None, help="Task suite for --min-accuracy / --min-format-valid (a .jsonl file or demo).")
@@ -78,14 +83,15 @@ def _fraction(value: Any) -> str:
 def rightsize(model: str, types: str | None, min_tg: float | None, min_pp: float | None, max_ttft_ms: float | None,
               max_itl_p95_ms: float | None, max_memory: int | None, max_vram: int | None, max_kld: float | None,
               max_ppl_ratio: float | None, min_accuracy: float | None, min_format_valid: float | None,
-              max_cost_per_mtok: float | None, prefer: str, suite: str | None, text: Path | None, chunks: int,
+              max_cost_per_mtok: float | None, min_users: int | None, slo_ttft_ms: float | None,
+              slo_itl_p95_ms: float | None, slo_e2e_ms: float | None, prefer: str, suite: str | None, text: Path | None, chunks: int,
               max_chunks: int, threads: int | None, n_gpu_layers: int, n_prompt: int, n_gen: int, repetitions: int,
               max_repetitions: int, ctx_size: int, keep: bool, fmt: str, db_path: Path | None) -> None:
     """From MODEL to the quant that meets every limit, measuring only what the limits need.
 
     MODEL is a .gguf file, a library name, demo, or a Hub repo (owner/repo). Candidates are the
     --types built from MODEL (and MODEL itself), or the repo's quant files that fit here. Each
-    goes through memory (estimate), quality, speed and the task suite, cheapest first, and stops
+    goes through memory (estimate), quality, speed, the task suite and the load, cheapest first, and stops
     at the first limit it fails. Figures stored for the same file, configuration and build are
     reused, so asking again measures nothing. A figure whose 95% interval holds a limit is
     measured again with more repetitions; if still undecided the candidate is "borderline" and
@@ -95,15 +101,17 @@ def rightsize(model: str, types: str | None, min_tg: float | None, min_pp: float
 
     from lab import rightsize as rs
     from lab.quantize import parse_types
+    from lab.select import objective_key
 
     limits = {"min_tg": min_tg, "min_pp": min_pp, "max_ttft_ms": max_ttft_ms, "max_itl_p95_ms": max_itl_p95_ms,
               "max_memory_bytes": max_memory, "max_vram_bytes": max_vram, "max_kld": max_kld,
               "max_ppl_ratio": max_ppl_ratio, "min_accuracy": min_accuracy, "min_format_valid": min_format_valid,
-              "max_cost_per_mtok": max_cost_per_mtok}
+              "max_cost_per_mtok": max_cost_per_mtok, "min_users": min_users}
     q = rs.Question(model=model, limits={k: float(v) for k, v in limits.items() if v is not None}, prefer=prefer,
                     text=text, chunks=chunks, max_chunks=max_chunks, suite=suite, n_threads=threads,
                     n_gpu_layers=n_gpu_layers, n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions,
-                    max_repetitions=max_repetitions, ctx_size=ctx_size, keep=keep)
+                    max_repetitions=max_repetitions, ctx_size=ctx_size, keep=keep,
+                    objective=objective_key(slo_ttft_ms, slo_itl_p95_ms, slo_e2e_ms))
     if types is not None:
         q.types = parse_types(types) if types.strip().lower() not in ("", "none") else []
     elif model.count("/") == 1 and not Path(model).exists():

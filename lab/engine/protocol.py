@@ -19,6 +19,7 @@ JOB_HANDLERS: dict[str, str] = {
     "quality": "lab.engine.quality_job:run_quality_job",
     "eval": "lab.evals.runner:run_eval_job",
     "build_info": "lab.engine.buildinfo:run_build_info_job",
+    "load": "lab.engine.serving:run_load_job",
 }
 
 # Event names

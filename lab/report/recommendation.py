@@ -39,6 +39,8 @@ LIMITS: tuple[LimitSpec, ...] = (
     LimitSpec("max_kld", "kld_mean", "max", "KLD"),
     LimitSpec("max_ppl_ratio", "ppl_ratio", "max", "PPL ratio"),
     LimitSpec("max_cost_per_mtok", "usd_per_mtok", "max", "USD per 1M tokens"),
+    # the most concurrent users served within a latency objective (``load --find-max``)
+    LimitSpec("min_users", "max_users_at_slo", "min", "users at the objective"),
 )
 
 
@@ -282,13 +284,24 @@ def _has_results(store: "Store", machine_id: str) -> bool:
                             "(select id from machines where hostname = ?) limit 1", [f"{machine_id}%", machine_id]))
 
 
+def _add_max_users(store: "Store", rows: list[dict[str, Any]], objective: str) -> None:
+    """Each candidate's ``max_users_at_slo`` at the objective, on its own machine (None: never
+    searched there, so a ``min_users`` limit leaves it unverified)."""
+    from lab.select import max_users_at_slo
+
+    for row in rows:
+        found = max_users_at_slo(store, row["model_id"], row.get("machine_id"), objective) if row.get("model_id") else None
+        row["max_users_at_slo"] = found["max_users_at_slo"] if found else None
+        row["max_kv_bytes"] = found["max_kv_bytes"] if found else None
+
+
 def recommend(store: "Store", *, machine_id: str | None = None, min_tg: float | None = None,
               min_pp: float | None = None, max_ttft_ms: float | None = None,
               max_itl_p95_ms: float | None = None, max_memory_bytes: int | None = None,
               max_vram_bytes: int | None = None, max_j_per_token: float | None = None,
               min_accuracy: float | None = None, max_kld: float | None = None,
               max_ppl_ratio: float | None = None, max_cost_per_mtok: float | None = None,
-              suite: str | None = None,
+              suite: str | None = None, min_users: int | None = None, objective: str | None = None,
               test_pp: str = "pp512", test_tg: str = "tg128", prefer: str = "smallest",
               config: Mapping[str, Any] | None = None, baseline: str | None = None,
               model_ids: Iterable[str] | None = None) -> Recommendation:
@@ -306,13 +319,18 @@ def recommend(store: "Store", *, machine_id: str | None = None, min_tg: float | 
     :mod:`lab.report.baseline`; each row gets ``vs_baseline``). ``model_ids`` keeps only those
     models as candidates (a ladder); the baseline may lie outside them. Raises LabError when the
     store holds no figures to choose from, or a limit or preference is out of range.
+    ``min_users`` is judged against the newest ``load --find-max`` at exactly ``objective``
+    (:func:`lab.select.objective_key`) on the candidate's machine.
     """
     if prefer not in PREFER:
         raise LabError(f"--prefer takes {', '.join(PREFER)}, not {prefer!r}")
     given = {"min_tg": min_tg, "min_pp": min_pp, "max_ttft_ms": max_ttft_ms, "max_itl_p95_ms": max_itl_p95_ms,
              "max_memory_bytes": max_memory_bytes, "max_vram_bytes": max_vram_bytes,
              "max_j_per_token": max_j_per_token, "min_accuracy": min_accuracy, "max_kld": max_kld,
-             "max_ppl_ratio": max_ppl_ratio, "max_cost_per_mtok": max_cost_per_mtok}
+             "max_ppl_ratio": max_ppl_ratio, "max_cost_per_mtok": max_cost_per_mtok, "min_users": min_users}
+    if min_users is not None and (not objective or objective == "{}"):
+        raise LabError("--min-users is judged at a latency objective: give --slo-ttft-ms, --slo-itl-p95-ms "
+                       "or --slo-e2e-ms as `rightsizer load --find-max` measured it")
     limits = {k: float(v) for k, v in given.items() if v is not None}
     for name, value in limits.items():
         if math.isnan(value) or value < 0:
@@ -369,6 +387,9 @@ def recommend(store: "Store", *, machine_id: str | None = None, min_tg: float | 
                      "(see `rightsizer results`).")
     if prefer == "cheapest" or "max_cost_per_mtok" in limits:
         notes += _cost_notes(rows, prefer)
+    if "min_users" in limits:
+        _add_max_users(store, rows, objective or "{}")
+        notes.append(f"Users at the objective come from `rightsizer load --find-max` at {objective}.")
     active = [spec for spec in limit_specs(test_pp, test_tg) if spec.name in limits]
     candidates = [Candidate(row, [check_limit(spec, limits[spec.name], row) for spec in active]) for row in rows]
     order = PREFER[prefer]
