@@ -675,6 +675,12 @@ def rightsize(store: "Store", question: Question, *, on_progress: OnProgress | N
     fails and once a pick is certain; stored figures for the same file, configuration and
     machine are reused. Records a ``rightsize`` run with the question and the verdict. Raises
     LabError for a question that cannot be asked (an unknown preference or limit, a bad model)."""
+    check_question(question)
+    return Rightsizer(store, question, on_progress, cancel).run()
+
+
+def check_question(question: Question) -> None:
+    """Raise LabError, in one sentence, for a question that cannot be asked."""
     if question.prefer not in PREFER:
         raise LabError(f"--prefer takes {', '.join(PREFER)}, not {question.prefer!r}")
     specs = all_specs()
@@ -691,4 +697,3 @@ def rightsize(store: "Store", question: Question, *, on_progress: OnProgress | N
         raise LabError("--min-accuracy and --min-format-valid need --suite FILE (or --suite demo)")
     if question.chunks < 1:
         raise LabError("--chunks must be at least 1")
-    return Rightsizer(store, question, on_progress, cancel).run()
