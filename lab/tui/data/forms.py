@@ -46,7 +46,7 @@ LIMIT_FIELDS: list[tuple[str, str, str]] = [
     ("max_memory_bytes", "max memory", "e.g. 2GiB"), ("max_vram_bytes", "max VRAM", "e.g. 8GiB"),
     ("max_kld", "max KLD", "e.g. 0.05"), ("max_ppl_ratio", "max PPL ratio", "e.g. 1.05"),
     ("min_accuracy", "min accuracy", "0.8 or 80%"), ("min_format_valid", "min format valid", "0.95 or 95%"),
-    ("max_cost_per_mtok", "max cost", "USD per 1M tok"),
+    ("max_cost_per_mtok", "max USD/1M tok", "cost per 1M generated tokens"),
 ]
 # The other fields and their defaults (the CLI's): quant types, preference, suite, text, threads,
 # repetitions, the tests' token counts.

@@ -169,10 +169,11 @@ class LibraryScreen(LabScreen):
         Binding("L", "ladder", "Ladder", key_display="L"),
         Binding("r", "rightsize", "Right-size"),
         Binding("d", "delete", "Delete"),
-        Binding("plus,equals_sign,right_square_bracket", "context(1)", "Ctx+", key_display="+"),
-        # not in the footer (the status line says "+/- to change"): at 80 columns the footer is full
+        # not in the footer (the status line says "+/- to change"; Rescan is in the help and the
+        # palette): at 80 columns the footer is full
+        Binding("plus,equals_sign,right_square_bracket", "context(1)", "Ctx+", key_display="+", show=False),
         Binding("minus,left_square_bracket", "context(-1)", "Ctx-", key_display="-", show=False),
-        Binding("R", "rescan", "Rescan", key_display="R"),
+        Binding("R", "rescan", "Rescan", key_display="R", show=False),
         Binding("M", "machines", "Machines", key_display="M", show=False),
     ]
 
