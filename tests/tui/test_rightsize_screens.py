@@ -23,7 +23,8 @@ def _models(app) -> DataTable:
 
 
 async def _open_form(app, pilot, name: str = "tiny-llama-2L.gguf") -> None:
-    await wait_for(pilot, lambda: app.library is not None and _models(app).row_count == 6)
+    await wait_for(pilot, lambda: app.library is not None and _models(app).row_count >= 6
+                   and any(e.model.name == name for e in app.screen.entries.values()))
     key = next(k for k, e in app.screen.entries.items() if e.model.name == name)
     _models(app).move_cursor(row=_models(app).get_row_index(key))
     await pilot.press("r")
@@ -138,6 +139,10 @@ async def test_a_question_from_the_library_reaches_the_verdict_screen(make_app, 
         assert "tg16 t/s" in str(screen.query_one("#verdict-row", Static).render())
         await pilot.press("escape")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "LibraryScreen")
+        # r again (here on another model): the last question's limits are offered again
+        await _open_form(app, pilot, "tiny-llama-4L.gguf")
+        fields = {k: app.screen.query_one(f"#rs-{k}", Input).value for k in ("model", "types", "min_tg", "n_gen")}
+        assert fields == {"model": "tiny-llama-4L.gguf", "types": "Q8_0", "min_tg": "1", "n_gen": "16"}
     store = Store(seeded_db)
     run = store.get("runs", outcome.run_id)
     assert run["kind"] == "rightsize" and run["status"] == "ok"

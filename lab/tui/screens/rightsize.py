@@ -68,7 +68,9 @@ class RightsizeFormScreen(Screen[None]):
             yield Static(f"Right-size {self.model}: the smallest, fastest, best or cheapest quant that meets "
                          "every limit below (blank: no limit)", id="rs-form-title", markup=False)
             with Grid(id="rs-form"):
-                defaults = data.RIGHTSIZE_DEFAULTS
+                # the last question's fields, asked again of another model, else the CLI's defaults
+                last = getattr(self.app, "rightsize_fields", None) or {}
+                defaults = {**data.RIGHTSIZE_DEFAULTS, "threads": str(self.threads or ""), **last}
                 yield Label("model", classes="field-label")
                 yield _field(self, self.model, id="rs-model", classes="rs-field")
                 yield Label("quant types", classes="field-label")
@@ -76,14 +78,14 @@ class RightsizeFormScreen(Screen[None]):
                              placeholder="none: the model alone")
                 for key, label, hint in data.LIMIT_FIELDS:
                     yield Label(label, classes="field-label")
-                    yield _field(self, id=f"rs-{key}", classes="rs-field rs-limit", placeholder=hint)
+                    yield _field(self, defaults.get(key, ""), id=f"rs-{key}", classes="rs-field rs-limit",
+                                 placeholder=hint)
                 yield Label("prefer", classes="field-label")
                 yield Select([(p, p) for p in PREFER_CHOICES], value=defaults["prefer"], allow_blank=False,
                              compact=True, id="rs-prefer")
                 for key, label, hint in OTHER_FIELDS:
-                    value = str(self.threads or "") if key == "threads" else defaults[key]
                     yield Label(label, classes="field-label")
-                    yield _field(self, value, id=f"rs-{key}", classes="rs-field", placeholder=hint)
+                    yield _field(self, defaults[key], id=f"rs-{key}", classes="rs-field", placeholder=hint)
             yield Static("", id="rs-form-error", markup=False)
         yield KeyBar()
 
@@ -112,6 +114,7 @@ class RightsizeFormScreen(Screen[None]):
             self.query_one("#rs-form-error", Static).update(
                 "Error: a benchmark is running on the Run screen; wait for it or cancel it first")
             return
+        self.app.rightsize_fields = {k: v for k, v in self.form().items() if k != "model"}  # type: ignore[attr-defined]
         self.app.switch_screen(RightsizeRunScreen(question))
 
 
@@ -148,6 +151,8 @@ class RightsizeRunScreen(Screen[None]):
         self.candidate: str | None = None
         self.stage: str | None = None
         self.skipped: list[str] = []
+        self.now: dict[str, str] = {}  # candidate -> what its row says
+        self.stage_started = self.started
         self.lines: list[str] = []
 
     def compose(self) -> ComposeResult:
@@ -207,14 +212,18 @@ class RightsizeRunScreen(Screen[None]):
         if line.startswith("stages: "):
             skipped = line.partition("; skipped: ")[2]
             if skipped and skipped != "none":
-                self.skipped.append(f"stages {skipped}")
+                self.skipped.append(skipped)
         match = _CANDIDATE_LINE.match(line.strip())
         if match is None:
             self._show_now()
             return
         name, what = match["name"], match["what"]
         if what in STAGES:
-            self.candidate, self.stage = name, what
+            previous = self.candidate
+            if previous is not None and previous != name and self.now.get(previous, "").startswith("measuring: "):
+                # it went through that stage without a limit to judge there: done, waiting for the next
+                self._set_row(previous, f"{self.stage} done")
+            self.candidate, self.stage, self.stage_started = name, what, time.monotonic()
             now = f"measuring: {what}"
         elif what.startswith("FAIL at "):
             now = "FAIL: " + what.partition(": ")[2]
@@ -226,6 +235,7 @@ class RightsizeRunScreen(Screen[None]):
         self._show_now()
 
     def _set_row(self, name: str, now: str) -> None:
+        self.now[name] = now
         table = self.query_one("#rs-candidates", DataTable)
         if name in {k.value for k in table.rows}:
             table.update_cell(name, "now", now, update_width=True)
@@ -243,7 +253,8 @@ class RightsizeRunScreen(Screen[None]):
         if self.cancel.is_set():
             text = f"Cancelling… figures measured so far are kept ({elapsed})"
         elif self.candidate:
-            text = f"Now: {self.candidate} · stage {self.stage} · {elapsed} (Esc cancels)"
+            text = (f"Now: {self.candidate} · {self.stage} for {time.monotonic() - self.stage_started:.0f} s · "
+                    f"{elapsed} in all (Esc cancels)")
         else:
             text = f"{self.lines[-1] if self.lines else 'Starting…'} · {elapsed} (Esc cancels)"
         self.query_one("#rs-run-now", Static).update(text)
