@@ -134,6 +134,7 @@ class RightsizerApp(App[None]):
         self.live = LiveRun(clock or time.monotonic)
         self.bench_cancel: threading.Event | None = None
         self.rightsize_fields: dict[str, str] = {}  # the last right-size form, offered again
+        self.rightsize_running = False  # a right-size question is being answered (one run at a time)
         self.poll_interval = poll_interval
         self.cursor_blink = cursor_blink
         self.default_context = context or self._settings_context()

@@ -113,6 +113,9 @@ async def test_a_question_from_the_library_reaches_the_verdict_screen(make_app, 
         q8_name = next(line.split(":")[0] for line in lines if line.endswith(": speed"))
         assert q8_name.endswith(".gguf") and "Q8_0" in q8_name
         assert any(line.startswith("tiny-llama-2L.gguf: skipped (not measured further") for line in lines)
+        # each candidate's row said where it stood
+        assert run_screen.now["tiny-llama-2L.gguf"].startswith("skipped (not measured further: ")
+        assert run_screen.now[q8_name].startswith("speed ok: tg16 t/s ")
 
         screen = app.screen
         outcome = screen.outcome
@@ -159,8 +162,10 @@ async def test_escape_cancels_the_question_and_keeps_what_was_stored(make_app, s
         # a limit no candidate meets: every candidate is benched, so there is time to cancel
         screen = await _ask(app, pilot, "1e9")
         await wait_for(pilot, lambda: any(": bench tg16" in line for line in screen.lines), timeout=30)
+        assert app.rightsize_running and "● right-sizing" in screen_text(app)  # one run at a time
         await pilot.press("escape")
         await wait_for(pilot, lambda: not screen.running, timeout=30)
+        assert not app.rightsize_running and app.run_status == "last right-size: cancelled"
         assert app.screen is screen  # the verdict screen never came
         assert "Cancelled: figures measured so far are stored" in str(screen.query_one("#rs-run-now", Static).render())
         await pilot.press("escape")

@@ -37,6 +37,7 @@ OTHER_FIELDS = [("suite", "suite", "demo or a .jsonl file"), ("text", "text", "b
                 ("threads", "threads", "cores"), ("repetitions", "repetitions", "at least 2"),
                 ("n_prompt", "pp tokens", "512"), ("n_gen", "tg tokens", "128")]
 STAGES = ("memory", "quality", "speed", "suite")
+NOW_WIDTH = 64  # a candidate's "now" cell; a 120-column screen shows it beside a ladder file's name
 # "<file>.gguf: <what>" — a line about one candidate
 _CANDIDATE_LINE = re.compile(r"^(?P<name>\S+\.gguf): (?P<what>.+)$")
 
@@ -114,6 +115,10 @@ class RightsizeFormScreen(Screen[None]):
             self.query_one("#rs-form-error", Static).update(
                 "Error: a benchmark is running on the Run screen; wait for it or cancel it first")
             return
+        if getattr(self.app, "rightsize_running", False):
+            self.query_one("#rs-form-error", Static).update(
+                "Error: another right-size question is still being answered; cancel it first")
+            return
         self.app.rightsize_fields = {k: v for k, v in self.form().items() if k != "model"}  # type: ignore[attr-defined]
         self.app.switch_screen(RightsizeRunScreen(question))
 
@@ -171,13 +176,18 @@ class RightsizeRunScreen(Screen[None]):
         table = self.query_one("#rs-candidates", DataTable)
         table.add_column("candidate", key="name")
         table.add_column("now", key="now")
-        self.running = True
+        self._set_running(True)
         self._ask(self.question, self.cancel)
         self.set_interval(1.0, self._tick)
 
     def on_unmount(self) -> None:
         # however this screen goes (the app quits), no engine child outlives it
         self.cancel.set()
+
+    def _set_running(self, running: bool, status: str = "") -> None:
+        self.running = running
+        self.app.rightsize_running = running  # type: ignore[attr-defined]
+        self.app.run_status = "● right-sizing" if running else status  # type: ignore[attr-defined]
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="rightsize", name="rightsize")
     def _ask(self, question: Any, cancel: threading.Event) -> None:
@@ -236,6 +246,8 @@ class RightsizeRunScreen(Screen[None]):
 
     def _set_row(self, name: str, now: str) -> None:
         self.now[name] = now
+        if len(now) > NOW_WIDTH:  # in full in the log below
+            now = now[:NOW_WIDTH - 1] + "…"
         table = self.query_one("#rs-candidates", DataTable)
         if name in {k.value for k in table.rows}:
             table.update_cell(name, "now", now, update_width=True)
@@ -258,12 +270,15 @@ class RightsizeRunScreen(Screen[None]):
         else:
             text = f"{self.lines[-1] if self.lines else 'Starting…'} · {elapsed} (Esc cancels)"
         self.query_one("#rs-run-now", Static).update(text)
-        self.query_one("#rs-run-skipped", Static).update(
-            "Skipped: " + "; ".join(self.skipped) if self.skipped else "")
+        skipped = self.query_one("#rs-run-skipped", Static)
+        skipped.display = bool(self.skipped)
+        skipped.update("Skipped: " + "; ".join(self.skipped))
 
     # -- the end
     def on_rightsize_finished(self, message: RightsizeFinished) -> None:
-        self.running = False
+        outcome = message.outcome
+        self._set_running(False, "last right-size: " + ("cancelled" if message.cancelled else "FAILED" if outcome is None
+                                                        else "no pick" if outcome.pick is None else "pick"))
         self.app.results_changed()  # type: ignore[attr-defined]
         self.app.rescan_library()  # type: ignore[attr-defined]  # (built quants are new files)
         self.query_one("#rs-candidates", DataTable).focus()
