@@ -138,6 +138,8 @@ async def test_a_question_from_the_library_reaches_the_verdict_screen(make_app, 
         assert f"run: {outcome.run_id}" in text and "llama-server command:" in text
         assert f"Verdict: {q8_name} (Q8_0), the smallest of those meeting every limit" in text
         assert "tg16 t/s ≥ 1" in text  # the question, as asked
+        # why each other candidate is not the pick, without moving the cursor
+        assert f"skipped tiny-llama-2L.gguf (source): not measured further: {q8_name} ranks first by smallest" in text
         # the line under the table: the highlighted (picked) row's reason in full
         assert "tg16 t/s" in str(screen.query_one("#verdict-row", Static).render())
         await pilot.press("escape")

@@ -23,7 +23,8 @@ from lab.tui.widgets.keybar import KeyBar
 from lab.tui.widgets.navbar import NavBar
 from lab.tui.widgets.table import LabTable
 
-# The wide text columns are left to the line under the table (the highlighted row in full).
+# The wide text columns are left to the line under the table (the highlighted row in full); the
+# memory estimate is shown when a memory limit is asked (120 columns hold the rest).
 TABLE_SKIP = ("why", "measured", "reused")
 STATUS_STYLE = {"PICK": "bold reverse", "FAIL": "bold", "borderline": "bold italic", "error": "bold"}
 
@@ -88,6 +89,12 @@ class VerdictScreen(Screen[None]):
     def _footer_text(self) -> Text:
         out = self.outcome
         text = Text()
+        # why each other candidate is not the pick: the first limit it failed, or its figure and interval
+        others = [row for row in self.rows if row["status"] != "PICK"]
+        for row in others:
+            text.append(row["status"], STATUS_STYLE.get(row["status"], "")).append(f" {row['file']}: {row['why']}\n")
+        if others:
+            text.append("\n")
         for note in out.notes:
             text.append(f"note: {note}\n")
         lines = pick_lines(out)
@@ -103,7 +110,10 @@ class VerdictScreen(Screen[None]):
     def on_mount(self) -> None:
         table = self.query_one("#verdict", DataTable)
         q = self.outcome.question
-        self.columns = [c for c in verdict_columns(self.rows, q.test_pp, q.test_tg) if c[0] not in TABLE_SKIP]
+        skip = TABLE_SKIP if {"max_memory_bytes", "max_vram_bytes"} & set(q.limits) else (*TABLE_SKIP, "est")
+        columns = [c for c in verdict_columns(self.rows, q.test_pp, q.test_tg) if c[0] not in skip]
+        # the verdict first: a ladder's file names are long, and the figures may scroll off a narrow screen
+        self.columns = sorted(columns, key=lambda c: c[0] != "status")
         for key, title, kind in self.columns:
             table.add_column(Text(title, justify="left" if kind == "text" else "right"), key=key)
         for i, row in enumerate(self.rows):
