@@ -614,6 +614,12 @@ def rightsize(store: "Store", question: Question, *, on_progress: OnProgress | N
     fails and once a pick is certain; stored figures for the same file, configuration and
     machine are reused. Records a ``rightsize`` run with the question and the verdict. Raises
     LabError for a question that cannot be asked (an unknown preference or limit, a bad model)."""
+    check_question(question)
+    return Rightsizer(store, question, on_progress, cancel).run()
+
+
+def check_question(question: Question) -> None:
+    """Raise LabError, in one sentence, for a question that cannot be asked."""
     if question.prefer not in PREFER:
         raise LabError(f"--prefer takes {', '.join(PREFER)}, not {question.prefer!r}")
     specs = all_specs()
@@ -632,4 +638,3 @@ def rightsize(store: "Store", question: Question, *, on_progress: OnProgress | N
         raise LabError("--chunks must be at least 1")
     if "min_users" in question.limits and question.objective == "{}":
         raise LabError("--min-users is judged at a latency objective: give --slo-ttft-ms, --slo-itl-p95-ms or --slo-e2e-ms")
-    return Rightsizer(store, question, on_progress, cancel).run()

@@ -204,6 +204,65 @@ async def export(db: Path, out: Path, size: tuple[int, int], threads: str, reps:
     return saved
 
 
+# The right-size question the verdict screenshot answers: the demo's ladder, a speed floor every
+# rung clears and a KLD limit (against the demo file itself) that Q2_K fails; accuracy on the suite.
+RIGHTSIZE_FIELDS = {"types": "Q8_0,Q4_0,Q2_K", "min_tg": "10", "max_kld": "0.3", "suite": "demo"}
+# A registered endpoint, as `rightsizer endpoints add` stores it (it is never called here).
+ENDPOINT = ["incumbent", "--url", "https://api.openai.com/v1", "--model", "gpt-4o-mini",
+            "--api-key-env", "OPENAI_API_KEY", "--price-in", "0.15", "--price-out", "0.6"]
+
+
+async def export_rightsize(db: Path, out: Path, size: tuple[int, int], threads: str) -> list[Path]:
+    """The Library with a registered endpoint, then r on the demo model: the limits form, the
+    question being answered and its verdict (a real run: the ladder is built and measured as
+    far as the limits need, or reused from this database)."""
+    import json
+
+    from textual.widgets import Input
+
+    from lab.tui.app import RightsizerApp
+
+    if "incumbent" not in {e["name"] for e in json.loads(cli(db, "endpoints", "list", "-o", "json") or "[]")}:
+        cli(db, "endpoints", "add", *ENDPOINT)
+    out.mkdir(parents=True, exist_ok=True)
+    saved: list[Path] = []
+    app = RightsizerApp(db_path=db, cursor_blink=False)
+
+    def shot(name: str) -> None:
+        path = out / f"{name}.svg"
+        path.write_text(app.export_screenshot(title=f"Rightsizer: {name}"), encoding="utf-8")
+        saved.append(path)
+        print(f"  {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+
+    async with app.run_test(size=size) as pilot:
+        await wait_for(pilot, lambda: app.library is not None and app.machine is not None, what="the library scan")
+        await wait_for(pilot, lambda: app.screen.query_one("#endpoints").row_count > 0, what="the endpoints")
+        table = app.screen.query_one("#models")
+        demo_row = next((i for i in range(table.row_count) if str(table.get_row_at(i)[0]) == "demo"), 0)
+        table.move_cursor(row=demo_row)
+        await pilot.pause(0.5)
+        shot("library-endpoints")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "RightsizeFormScreen", what="the form")
+        for key, value in {**RIGHTSIZE_FIELDS, "threads": threads.split(",")[-1]}.items():
+            app.screen.query_one(f"#rs-{key}", Input).value = value
+        await pilot.pause(0.3)
+        shot("rightsize-form")
+        await pilot.press("ctrl+r")
+        print("  right-sizing the demo model ...")
+        await wait_for(pilot, lambda: type(app.screen).__name__ != "RightsizeRunScreen"
+                       or any(line.endswith(": quality") for line in app.screen.lines), timeout=300,
+                       what="the first quality stage")
+        await pilot.pause(1.5)
+        if type(app.screen).__name__ == "RightsizeRunScreen":
+            shot("rightsize-live")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "VerdictScreen", timeout=1800, what="the verdict")
+        await pilot.pause(0.5)
+        shot("verdict")
+        await pilot.press("escape")
+    return saved
+
+
 def main() -> None:
     from lab import config
 
@@ -213,13 +272,18 @@ def main() -> None:
     parser.add_argument("--size", default="120x36", help="terminal size, COLSxROWS")
     parser.add_argument("--threads", default="1,2", help="threads for the demo run (comma list)")
     parser.add_argument("--reps", default="3", help="repetitions for the demo run")
+    parser.add_argument("--only", choices=("rightsize",), default=None,
+                        help="only the right-size screens (Library with an endpoint, form, progress, verdict)")
     args = parser.parse_args()
     cols, rows = (int(x) for x in args.size.lower().split("x"))
     db = args.db or config.lab_home() / "screenshots.db"
     os.environ.setdefault("RIGHTSIZER_MODELS", str(config.lab_home() / "screenshots-models"))
     print(f"export_screenshots: database {db}, models {os.environ['RIGHTSIZER_MODELS']}")
-    prepare_ladder(db, args.threads)
-    saved = asyncio.run(export(db, args.out, (cols, rows), args.threads, args.reps))
+    saved = []
+    if args.only is None:
+        prepare_ladder(db, args.threads)
+        saved += asyncio.run(export(db, args.out, (cols, rows), args.threads, args.reps))
+    saved += asyncio.run(export_rightsize(db, args.out, (cols, rows), args.threads))
     print(f"export_screenshots: {len(saved)} screenshots in {args.out}")
 
 

@@ -10,6 +10,7 @@ import click
 
 from lab.cli.db import db_option, open_store
 from lab.cli.output import NA, Column, emit, format_option, human_bytes
+from lab.report.baseline import baseline_cells
 
 REPORT_FORMATS = ("table", "md", "csv", "json")
 
@@ -245,35 +246,6 @@ def recommend(min_tg: float | None, min_pp: float | None, max_ttft_ms: float | N
 
 BASELINE_COLUMNS = (("vs_accuracy", "Δ accuracy vs baseline (95% CI)"), ("vs_verdict", "McNemar"),
                     ("vs_latency", "latency ×"), ("vs_cost", "cost ×"))
-
-
-def _times(value: float | None) -> str:
-    return NA if value is None else f"{value:.2f}"
-
-
-def baseline_cells(row: dict[str, Any]) -> dict[str, str]:
-    """The baseline comparison of one recommend row as table cells: accuracy difference in
-    points with its interval, the McNemar verdict, latency ratios (naming what they are) and
-    the cost ratio."""
-    from lab.report.baseline import short_verdict
-
-    if row.get("is_baseline"):
-        return {"vs_accuracy": "baseline", "vs_verdict": "", "vs_latency": "", "vs_cost": ""}
-    vs = row.get("vs_baseline") or {}
-    acc = vs.get("accuracy")
-    if acc and acc["difference"] is not None:
-        low, high = acc["difference_ci95"] or (None, None)
-        ci = f" [{low * 100:+.1f}, {high * 100:+.1f}]" if low is not None else ""
-        accuracy = f"{acc['difference'] * 100:+.1f} pts{ci} n={acc['n']}"
-    else:
-        accuracy = f"n/a ({vs.get('accuracy_note')})" if vs.get("accuracy_note") else NA
-    parts = []
-    if vs.get("ttft_ratio") is not None or vs.get("e2e_ratio") is not None:
-        parts.append(f"TTFT {_times(vs.get('ttft_ratio'))} e2e {_times(vs.get('e2e_ratio'))}")
-    if vs.get("token_time_ratio") is not None:
-        parts.append(f"per token {_times(vs['token_time_ratio'])} ({vs['token_time_basis']})")
-    return {"vs_accuracy": accuracy, "vs_verdict": short_verdict(acc) or NA,
-            "vs_latency": "; ".join(parts) or NA, "vs_cost": _times(vs.get("cost_ratio"))}
 
 
 def _usd(value: Any) -> str:

@@ -11,32 +11,16 @@ import click
 from lab.cli.db import db_option, open_store
 from lab.cli.output import Column, emit, format_option, human_bytes
 from lab.cli.report import PREFER_CHOICES, _memory
+from lab.report.verdict import pick_lines, verdict_columns, verdict_rows
 
-STATUS_WORDS = {"pick": "PICK", "fail": "FAIL", "pass": "pass", "borderline": "borderline", "skipped": "skipped",
-                "error": "error", "pending": "pending"}
-
-
-def _ts(v: Any, key: str) -> str | None:
-    value = v.figures.get(key)
-    if value is None:
-        return None
-    lo, hi = v.figures.get(f"{key}_low"), v.figures.get(f"{key}_high")
-    text = f"{value:.2f}"
-    if lo is not None and hi is not None:
-        text += f" ±{(hi - lo) / 2:.2f}"
-    return text + f" (n={v.figures.get(f'{key}_n')})"
-
-
-def _kld(v: Any) -> str | None:
-    value = v.figures.get("kld_mean")
-    if value is None:
-        return None
-    se = v.figures.get("kld_stderr")
-    return f"{value:.4f}" + (f" ±{1.96 * se:.4f}" if se else "")
+LEFT = ("file", "quant", "status", "why", "measured", "reused")
 
 
 def _fraction(value: Any) -> str:
     return f"{value:.1%}"
+
+
+_FORMATS = {"bytes": human_bytes, "fraction": _fraction}
 
 
 @click.command()
@@ -121,29 +105,16 @@ def rightsize(model: str, types: str | None, min_tg: float | None, min_pp: float
     if fmt == "json":
         click.echo(json.dumps(out.to_dict(), indent=2, default=str))
     else:
-        rows = []
-        for v in out.candidates:
-            rows.append({"file": v.name + (" (source)" if v.is_source else ""), "quant": v.quant,
-                         "size": v.file_size, "est": v.figures.get("est_memory_bytes"), "kld": _kld(v),
-                         "tg": _ts(v, "tg_ts"), "pp": _ts(v, "pp_ts"), "acc": v.figures.get("accuracy"),
-                         "status": STATUS_WORDS[v.status], "why": v.reason,
-                         "reused": ", ".join(v.reused) or None, "measured": ", ".join(v.measured) or None})
-        cols = [Column("file", "file", align="left"), Column("quant", "quant", align="left"),
-                Column("size", "file size", human_bytes), Column("est", "est. RSS", human_bytes),
-                Column("kld", "KLD ±95%"), Column("pp", f"{q.test_pp} t/s"), Column("tg", f"{q.test_tg} t/s"),
-                Column("acc", "accuracy", _fraction), Column("status", "verdict", align="left"),
-                Column("why", "first limit failed / why", align="left"),
-                Column("measured", "measured now", align="left"), Column("reused", "reused", align="left")]
-        used = [c for c in cols if c.key in ("file", "quant", "size", "status", "why", "measured", "reused")
-                or any(r.get(c.key) is not None for r in rows)]
+        rows = verdict_rows(out)
+        used = [Column(key, title, _FORMATS.get(kind), align="left" if key in LEFT else "right")
+                for key, title, kind in verdict_columns(rows, q.test_pp, q.test_tg)]
         emit(rows, used, fmt)
         click.echo()
         for note in out.notes:
             click.echo(f"note: {note}")
         if out.pick is not None:
-            click.echo(f"pick: {out.pick.name} ({out.pick.quant}, sha256 {(out.pick.model_id or '')[:12]}), "
-                       f"{q.prefer} of those meeting every limit")
-            click.echo(f"  {(out.commands() or {})['llama-server']}")
+            for line in pick_lines(out):
+                click.echo(line)
         click.echo(f"run: {out.run_id}")
     if out.pick is None:
         click.echo("error: no candidate meets every limit (see the verdict table).", err=True)

@@ -6,7 +6,7 @@ Ratios are candidate over baseline, so below 1 means the candidate is faster or 
 Latency is compared on the chat test's time to first token and end-to-end time when both have
 one; the time per generated token (baseline t/s over candidate t/s, from tg — or from the chat
 stream's t/s when either lacks a tg test) is given beside it, and each comparison says which
-figures it used. A figure either side lacks leaves its ratio None ("n/a").
+figures it used. A figure either side lacks leaves its ratio None (NA).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from lab.errors import LabError
 from lab.evals.paired import CompareError, pair
 from lab.report.costs import row_cost
+from lab.units import NA
 
 if TYPE_CHECKING:
     from lab.store import Store
@@ -150,3 +151,30 @@ def add_baseline(store: "Store", rows: list[dict[str, Any]], ref: str,
                        "Newcombe method 10, exact McNemar test; latency: chat TTFT and e2e ratios (candidate / "
                        "baseline) where both ran the chat test, time per generated token from tg t/s (or the "
                        "chat stream's t/s) otherwise; cost: USD per 1M generated tokens, candidate / baseline")}
+
+
+def _times(value: float | None) -> str:
+    return NA if value is None else f"{value:.2f}"
+
+
+def baseline_cells(row: dict[str, Any]) -> dict[str, str]:
+    """The baseline comparison of one recommend row as table cells: accuracy difference in
+    points with its interval, the McNemar verdict, latency ratios (naming what they are) and
+    the cost ratio."""
+    if row.get("is_baseline"):
+        return {"vs_accuracy": "baseline", "vs_verdict": "", "vs_latency": "", "vs_cost": ""}
+    vs = row.get("vs_baseline") or {}
+    acc = vs.get("accuracy")
+    if acc and acc["difference"] is not None:
+        low, high = acc["difference_ci95"] or (None, None)
+        ci = f" [{low * 100:+.1f}, {high * 100:+.1f}]" if low is not None else ""
+        accuracy = f"{acc['difference'] * 100:+.1f} pts{ci} n={acc['n']}"
+    else:
+        accuracy = f"n/a ({vs.get('accuracy_note')})" if vs.get("accuracy_note") else NA
+    parts = []
+    if vs.get("ttft_ratio") is not None or vs.get("e2e_ratio") is not None:
+        parts.append(f"TTFT {_times(vs.get('ttft_ratio'))} e2e {_times(vs.get('e2e_ratio'))}")
+    if vs.get("token_time_ratio") is not None:
+        parts.append(f"per token {_times(vs['token_time_ratio'])} ({vs['token_time_basis']})")
+    return {"vs_accuracy": accuracy, "vs_verdict": short_verdict(acc) or NA,
+            "vs_latency": "; ".join(parts) or NA, "vs_cost": _times(vs.get("cost_ratio"))}

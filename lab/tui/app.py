@@ -63,6 +63,8 @@ COMMANDS: list[tuple[str, str, str | None, str | None]] = [
     ("Model across machines", "The highlighted model's tg128 on every machine that measured it (M)", "library",
      "machines"),
     ("Ladder view", "Every quant of the highlighted model's base: size, speed, KLD, accuracy (L)", "library", "ladder"),
+    ("Right-size model", "Limits for the highlighted model, then the quant that meets them: measured as needed, "
+     "with a verdict (r)", "library", "rightsize"),
     ("Start run", "Start the benchmark configured on the Run screen (ctrl+r)", "run", "start"),
     ("Cancel run", "Stop the running benchmark; finished tests are kept (c)", "run", "cancel"),
     ("Toggle log", "Show or hide llama.cpp's log on the Run screen (l)", "run", "toggle_log"),
@@ -131,6 +133,8 @@ class RightsizerApp(App[None]):
         self._memory_available = memory_available
         self.live = LiveRun(clock or time.monotonic)
         self.bench_cancel: threading.Event | None = None
+        self.rightsize_fields: dict[str, str] = {}  # the last right-size form, offered again
+        self.rightsize_running = False  # a right-size question is being answered (one run at a time)
         self.poll_interval = poll_interval
         self.cursor_blink = cursor_blink
         self.default_context = context or self._settings_context()
@@ -297,6 +301,13 @@ class RightsizerApp(App[None]):
         from lab.tui.screens.ladder import LadderScreen
 
         sections.append(("Ladder (L in the Library)", LadderScreen.HELP, keys(LadderScreen.BINDINGS)))
+        from lab.tui.screens.rightsize import RightsizeFormScreen, RightsizeRunScreen
+        from lab.tui.screens.verdict import VerdictScreen
+
+        sections.append(("Right-size (r in the Library)", RightsizeFormScreen.HELP,
+                         keys(RightsizeFormScreen.BINDINGS)))
+        sections.append(("Right-size: progress", RightsizeRunScreen.HELP, keys(RightsizeRunScreen.BINDINGS)))
+        sections.append(("Verdict", VerdictScreen.HELP, keys(VerdictScreen.BINDINGS)))
         return sections
 
     def action_help(self) -> None:

@@ -208,3 +208,33 @@ class LadderLoaded(Message):
     def __init__(self, ladder: Any) -> None:  # data.Ladder
         super().__init__()
         self.ladder = ladder
+
+
+class EndpointsLoaded(Message):
+    """The registered endpoints, for the Library's endpoint section."""
+
+    def __init__(self, endpoints: list[Any]) -> None:  # lab.endpoints.Endpoint
+        super().__init__()
+        self.endpoints = endpoints
+
+
+# --- right-size --------------------------------------------------------------------------------
+
+
+class RightsizeProgress(Message):
+    """One line of ``rightsize``'s progress (a candidate's stage, a skip and why, a verdict)."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__()
+        self.line = line
+
+
+class RightsizeFinished(Message):
+    """``rightsize`` returned an outcome, or stopped: ``error`` says why (``cancelled`` when the
+    user stopped it; what was measured is stored either way)."""
+
+    def __init__(self, outcome: Any | None, error: str | None = None, cancelled: bool = False) -> None:
+        super().__init__()
+        self.outcome = outcome  # lab.rightsize.Outcome
+        self.error = error
+        self.cancelled = cancelled

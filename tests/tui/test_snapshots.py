@@ -181,3 +181,17 @@ def test_machines(make_app, snap_compare) -> None:
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=(120, 36), run_before=run_before)
+
+
+def test_rightsize_form(make_app, snap_compare) -> None:
+    # r on the first model (tiny-llama-2L): the form with this machine's defaults, and the sentence
+    # a bad field gets
+    async def run_before(pilot) -> None:
+        app = pilot.app
+        await _go("r", lambda a: type(a.screen).__name__ == "RightsizeFormScreen")(pilot)
+        app.screen.query_one("#rs-min_tg").value = "fast"
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: "not 'fast'" in screen_text(app))
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=(100, 28), run_before=run_before)

@@ -27,5 +27,5 @@ from lab.tui.data.machines import (  # noqa: F401
     fingerprint_rows, MachineFigure, MachineComparison, compare_machines,
 )
 from lab.tui.data.forms import (  # noqa: F401
-    build_options,
+    build_options, build_question, LIMIT_FIELDS, RIGHTSIZE_DEFAULTS,
 )

@@ -1,11 +1,12 @@
-"""The Run screen's form: its fields as BenchOptions, through the one parser both faces use
-(``lab.params``).
+"""The forms: the Run screen's fields as BenchOptions, through the one parser both faces use
+(``lab.params``), and the right-size form's fields as a ``lab.rightsize.Question``.
 
 No Textual here: these run in worker threads (each with its own ``Store``) or in tests.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from lab.errors import LabError
@@ -35,3 +36,95 @@ def build_options(form: dict[str, Any]) -> Any:
         n_ubatch=parse_axis("n_ubatch", str(form.get("n_ubatch", "512")), "ubatch") or [512],
         chat=bool(form.get("chat")),
     )
+
+
+# The right-size form's limits: field key (the Question's limit name), label, unit hint. The
+# labels are the CLI's option names in words, so the domain's sentences read the same.
+LIMIT_FIELDS: list[tuple[str, str, str]] = [
+    ("min_tg", "min tg", "t/s"), ("min_pp", "min pp", "t/s"),
+    ("max_ttft_ms", "max TTFT", "ms"), ("max_itl_p95_ms", "max ITL p95", "ms"),
+    ("max_memory_bytes", "max memory", "e.g. 2GiB"), ("max_vram_bytes", "max VRAM", "e.g. 8GiB"),
+    ("max_kld", "max KLD", "e.g. 0.05"), ("max_ppl_ratio", "max PPL ratio", "e.g. 1.05"),
+    ("min_accuracy", "min accuracy", "0.8 or 80%"), ("min_format_valid", "min format valid", "0.95 or 95%"),
+    ("max_cost_per_mtok", "max USD/1M tok", "cost per 1M generated tokens"),
+]
+# The other fields and their defaults (the CLI's): quant types, preference, suite, text, threads,
+# repetitions, the tests' token counts.
+RIGHTSIZE_DEFAULTS: dict[str, str] = {
+    "types": "Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0", "prefer": "smallest", "suite": "", "text": "", "threads": "",
+    "repetitions": "3", "n_prompt": "512", "n_gen": "128",
+}
+
+
+def _number(text: str, label: str, unit: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise LabError(f"{label} must be a number ({unit}), not '{text}'") from None
+    if not value >= 0 or value == float("inf"):
+        raise LabError(f"{label} must be a number of 0 or more ({unit}), not '{text}'")
+    return value
+
+
+def _fraction(text: str, label: str) -> float:
+    percent = text.endswith("%")
+    value = _number(text.rstrip("% "), label, "a fraction such as 0.8, or 80%")
+    value = value / 100 if percent else value
+    if value > 1:
+        raise LabError(f"{label} is a fraction between 0 and 1 (0.8 means 80%), or a percentage such as 80%")
+    return value
+
+
+def _count(text: str, label: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise LabError(f"{label} must be a whole number, not '{text}'") from None
+    if value < minimum:
+        raise LabError(f"{label} must be at least {minimum}, not {value}")
+    return value
+
+
+def build_question(form: dict[str, Any]) -> Any:
+    """A ``lab.rightsize.Question`` from the right-size form's fields (strings; a blank limit is no
+    limit), checked as ``rightsize`` checks it. Raises LabError with one sentence naming the field."""
+    from lab.quantize import parse_types
+    from lab.report.common import parse_bytes
+    from lab.rightsize import Question, check_question
+
+    def text(key: str) -> str:
+        return str(form.get(key, RIGHTSIZE_DEFAULTS.get(key, "")) or "").strip()
+
+    model = text("model")
+    if not model:
+        raise LabError("Give a model: a .gguf path, a library name, or 'demo'")
+    limits: dict[str, float] = {}
+    for key, label, unit in LIMIT_FIELDS:
+        value = text(key)
+        if not value:
+            continue
+        if key.endswith("_bytes"):
+            try:
+                limits[key] = float(parse_bytes(value))
+            except LabError:
+                raise LabError(f"{label}: '{value}' is not a memory size; write e.g. 2GiB, 512MiB or 1500000000") from None
+        elif key in ("min_accuracy", "min_format_valid"):
+            limits[key] = _fraction(value, label)
+        else:
+            limits[key] = _number(value, label, unit)
+    suite = text("suite") or None
+    if {"min_accuracy", "min_format_valid"} & set(limits) and not suite:
+        raise LabError("min accuracy and min format valid are measured on a task suite: give one (demo, or a .jsonl file)")
+    types_text = text("types")
+    types = [] if types_text.lower() in ("", "none") else parse_types(types_text)
+    threads = text("threads")
+    q = Question(model=model, types=types, limits=limits, prefer=text("prefer") or "smallest",
+                 text=Path(text("text")) if text("text") else None, suite=suite,
+                 n_threads=_count(threads, "threads", 1) if threads else None,
+                 repetitions=_count(text("repetitions") or "3", "repetitions", 2),
+                 n_prompt=_count(text("n_prompt") or "512", "pp tokens", 1),
+                 n_gen=_count(text("n_gen") or "128", "tg tokens", 1))
+    if q.text is not None and not q.text.is_file():
+        raise LabError(f"text: {q.text} is not a file; leave it empty for the bundled text")
+    check_question(q)
+    return q

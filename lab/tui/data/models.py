@@ -6,7 +6,7 @@ No Textual here: these run in worker threads (each with its own ``Store``) or in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +158,8 @@ class Ladder:
     rows: list[dict[str, Any]]
     reference: dict[str, Any] | None  # the ``models`` row the quality figures were measured against
     front: set[str]  # model ids on the size / KLD Pareto front
+    # endpoints with an eval run on the ladder's suite (see ladder_baselines)
+    baselines: list[dict[str, Any]] = field(default_factory=list)
 
 
 def load_ladder(store: Any, base_model_id: str, machine_id: str | None) -> Ladder:
@@ -180,7 +182,46 @@ def load_ladder(store: Any, base_model_id: str, machine_id: str | None) -> Ladde
     reference = store.get("models", sorted(refs)[0]) if len(refs) == 1 else None
     front = pareto_front(rows, {"file_size": "min", "kld_mean": "min"}).front
     return Ladder(base_model_id, store.get("models", base_model_id), rows, reference,
-                  {r["model_id"] for r in front})
+                  {r["model_id"] for r in front}, ladder_baselines(store, rows))
+
+
+def _newest_eval_run(store: Any, model_id: str, suite: str) -> dict[str, Any] | None:
+    rows = store.query("select * from eval_runs where model_id = ? and suite = ? "
+                       "order by created_at desc, id desc limit 1", [model_id, suite])
+    return rows[0] if rows else None
+
+
+def ladder_baselines(store: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every registered endpoint with an eval run on the suite the ladder's accuracy comes from
+    (one suite only: otherwise nothing is comparable), as ``recommend --baseline`` sees it
+    (:mod:`lab.report.baseline`): its newest chat latency, its cost per 1M tokens from its prices,
+    its accuracy on that suite, and ``vs`` — every rung compared with it (paired accuracy, time
+    per token, cost), by model id."""
+    from lab.report.baseline import ENDPOINT_PREFIX, compare_to_baseline, resolve_baseline
+
+    suites = {r["eval_suite"] for r in rows if r.get("eval_suite")}
+    if len(suites) != 1:
+        return []
+    suite = suites.pop()
+    names = store.query("select distinct endpoints.name as name from endpoints join eval_runs "
+                        "on eval_runs.model_id = endpoints.id where endpoints.removed_at is null "
+                        "and eval_runs.suite = ? order by endpoints.name", [suite])
+    out = []
+    for name in (r["name"] for r in names):
+        base = resolve_baseline(store, ENDPOINT_PREFIX + name, [])
+        ev = _newest_eval_run(store, base["model_id"], suite) or {}
+        row = dict(base, file_type=base["model_filename"], accuracy=ev.get("accuracy"),
+                   accuracy_ci_low=ev.get("accuracy_ci_low"), accuracy_ci_high=ev.get("accuracy_ci_high"),
+                   format_valid_rate=ev.get("format_valid_rate"), eval_suite=suite, n_items=ev.get("n_items"))
+        row["vs"] = {}
+        for rung in rows:
+            mine = _newest_eval_run(store, rung["model_id"], suite)
+            candidate = {"model_filename": rung.get("model_filename"), "eval_run_id": mine["id"] if mine else None,
+                         "eval_suite": suite, "tg_ts": rung.get("tg"), "usd_per_mtok": rung.get("usd_per_mtok")}
+            row["vs"][rung["model_id"]] = {
+                "is_baseline": False, "vs_baseline": compare_to_baseline(store, candidate, base, base["model_filename"])}
+        out.append(row)
+    return out
 
 
 @dataclass

@@ -96,6 +96,42 @@ def row_cells(row: dict[str, Any], front: set[str], reference_id: str | None = N
     ]
 
 
+def baseline_cells(base: dict[str, Any]) -> list[Any]:
+    """The cells of an endpoint's baseline row: its accuracy on the ladder's suite, format-valid
+    rate and cost per 1M tokens from its prices; what a remote API cannot have (size, this
+    machine's speed and memory, KLD) is "n/a". Its latency is in the line under the table."""
+    right = lambda v: Text(v, justify="right")  # noqa: E731
+    na = right(fmt.NA)
+    return [
+        Text("baseline", style="bold"), base.get("model_filename") or fmt.NA, na, na, na,
+        right(usd(base.get("usd_per_mtok"))), na, na, na, na, na, na,
+        right(fmt.accuracy(base.get("accuracy"), base.get("accuracy_ci_low"), base.get("accuracy_ci_high"))),
+        right(fmt.share(base.get("format_valid_rate"))), na,
+    ]
+
+
+def baseline_detail(base: dict[str, Any]) -> str:
+    """The line under the table for a baseline row: its latency (the newest chat test against
+    it), where its accuracy and cost come from."""
+    ttft, e2e = base.get("ttft_ms"), base.get("e2e_ms")
+    latency = (f"TTFT {fmt.num(ttft, 0)} ms, e2e {fmt.num(e2e, 0)} ms, "
+               f"{fmt.ts(base.get('chat_ts'))} t/s (chat)") if ttft is not None or e2e is not None else \
+        "latency n/a (no chat test: rightsizer bench endpoint:NAME --chat)"
+    cost = "USD/1M from its prices and the eval's tokens" if base.get("usd_per_mtok") is not None else \
+        f"USD/1M n/a ({'; '.join(base.get('cost_missing') or []) or 'no prices'})"
+    return (f"{base.get('model_filename')}: {latency} · accuracy on suite {base.get('eval_suite')}, "
+            f"{fmt.num(base.get('n_items'))} items · {cost}")
+
+
+def versus(base: dict[str, Any], model_id: str) -> str:
+    """A rung against one baseline, as ``recommend --baseline`` puts it."""
+    from lab.report.baseline import baseline_cells as compared
+
+    cells = compared(base["vs"].get(model_id) or {"vs_baseline": None})
+    return (f"vs {base.get('model_filename')}: accuracy {cells['vs_accuracy']}, {cells['vs_verdict']}; "
+            f"latency × {cells['vs_latency']}; cost × {cells['vs_cost']}")
+
+
 def legend(ladder: data.Ladder, hostname: str | None) -> str:
     """What the figures are measured on and against, in a line or two."""
     rows = ladder.rows
@@ -122,6 +158,8 @@ def legend(ladder: data.Ladder, hostname: str | None) -> str:
                      else "USD/1M: n/a until `rightsizer machine set --price ...`")
     if ladder.front:
         parts.append("front: no smaller quant has a lower KLD")
+    if ladder.baselines:
+        parts.append("baseline: an endpoint with an eval run on the same suite")
     return " · ".join(parts)
 
 
@@ -142,7 +180,9 @@ class LadderScreen(Screen[None]):
     HELP = ("One row per quant of the highlighted model's base, largest first: size, speed and "
             "peak RSS on this machine, KLD and PPL ratio against the reference, task accuracy "
             "with its 95% interval, format-valid rate and tensors that fell back to another type. "
-            "'front' marks quants no other quant beats on both size and KLD.")
+            "'front' marks quants no other quant beats on both size and KLD. An endpoint with an eval "
+            "run on the same suite is shown as a baseline row (accuracy, cost per 1M tokens); the "
+            "line under the table gives its latency, and each quant's difference from it.")
 
     BINDINGS = [Binding("escape,q", "app.pop_screen", "Back")]
 
@@ -184,6 +224,8 @@ class LadderScreen(Screen[None]):
         for row in ladder.rows:
             reference_id = ladder.reference.get("id") if ladder.reference else None
             table.add_row(*row_cells(row, ladder.front, reference_id), key=row["model_id"])
+        for base in ladder.baselines:
+            table.add_row(*baseline_cells(base), key=f"baseline:{base['model_id']}")
         base = ladder.base.get("model_filename") if ladder.base else ladder.base_model_id[:12]
         n = len(ladder.rows) - (1 if ladder.base else 0)
         built = f"{n} quant{'s' if n != 1 else ''} built from it"
@@ -198,8 +240,14 @@ class LadderScreen(Screen[None]):
         self._show_row()
 
     def _show_row(self) -> None:
-        if self.ladder is None or not self.ladder.rows:
+        ladder = self.ladder
+        if ladder is None or not ladder.rows:
             return
         table = self.query_one("#ladder", DataTable)
-        index = min(max(table.cursor_row, 0), len(self.ladder.rows) - 1)
-        self.query_one("#ladder-row", Static).update(row_detail(self.ladder.rows[index]))
+        index = min(max(table.cursor_row, 0), len(ladder.rows) + len(ladder.baselines) - 1)
+        if index >= len(ladder.rows):
+            text = baseline_detail(ladder.baselines[index - len(ladder.rows)])
+        else:
+            model_id = ladder.rows[index]["model_id"]
+            text = "\n".join([row_detail(ladder.rows[index]), *(versus(b, model_id) for b in ladder.baselines)])
+        self.query_one("#ladder-row", Static).update(text)

@@ -17,7 +17,8 @@ from lab.errors import LabError
 from lab.tui import data
 from lab.tui import format as fmt
 from lab.tui.messages import (
-    LadderFound, MeasuredOnLoaded, ModelDeleted, ModelDetailsLoaded, ModelFiguresLoaded, SpeedsLoaded,
+    EndpointsLoaded, LadderFound, MeasuredOnLoaded, ModelDeleted, ModelDetailsLoaded, ModelFiguresLoaded,
+    SpeedsLoaded,
 )
 from lab.tui.screens.base import LabScreen
 from lab.tui.widgets.table import LabTable
@@ -29,6 +30,18 @@ COLUMNS = [
     ("source", "source"),
 ]
 FIGURE_WIDTHS = {"kld": 6, "acc": 4}
+# The endpoints section: what `rightsizer endpoints list` shows. The key is never stored; only
+# the name of the variable it is read from.
+ENDPOINT_COLUMNS = [("name", "endpoint"), ("url", "URL"), ("model", "model id"),
+                    ("price_in", "in USD/1M tok"), ("price_out", "out USD/1M tok"), ("key", "key from")]
+
+
+def endpoint_cells(endpoint: Any) -> list[Any]:
+    """One endpoint's row: ``endpoint:NAME``, URL, the API's model id, prices ("n/a": not given)
+    and the environment variable its key is read from (never the key)."""
+    price = lambda v: Text(fmt.NA if v is None else f"{v:g}", justify="right")  # noqa: E731
+    return [endpoint.label, endpoint.url, endpoint.model, price(endpoint.price_in_per_mtok),
+            price(endpoint.price_out_per_mtok), f"${endpoint.api_key_env}" if endpoint.api_key_env else "no key"]
 
 
 def display_path(m: Any) -> str:
@@ -147,17 +160,20 @@ class LibraryScreen(LabScreen):
             "measurements on this machine (n/a: never measured here); KLD (against the reference) "
             "and acc (task accuracy) are the newest from any machine. L shows every quant of the "
             "model's ladder side by side. The detail panel lists the machines the model was measured "
-            "on; M compares its figures across them.")
+            "on; M compares its figures across them. r right-sizes the model: limits, then the "
+            "verdict. Registered endpoints (rightsizer endpoints add) are listed under the models.")
 
     BINDINGS = [
         Binding("b", "benchmark", "Benchmark"),
         Binding("i", "inspect", "Inspect"),
         Binding("L", "ladder", "Ladder", key_display="L"),
+        Binding("r", "rightsize", "Right-size"),
         Binding("d", "delete", "Delete"),
-        Binding("plus,equals_sign,right_square_bracket", "context(1)", "Ctx+", key_display="+"),
-        # not in the footer (the status line says "+/- to change"): at 80 columns the footer is full
+        # not in the footer (the status line says "+/- to change"; Rescan is in the help and the
+        # palette): at 80 columns the footer is full
+        Binding("plus,equals_sign,right_square_bracket", "context(1)", "Ctx+", key_display="+", show=False),
         Binding("minus,left_square_bracket", "context(-1)", "Ctx-", key_display="-", show=False),
-        Binding("R", "rescan", "Rescan", key_display="R"),
+        Binding("R", "rescan", "Rescan", key_display="R", show=False),
         Binding("M", "machines", "Machines", key_display="M", show=False),
     ]
 
@@ -178,6 +194,9 @@ class LibraryScreen(LabScreen):
                 yield LabTable(id="models", cursor_type="row", zebra_stripes=True)
                 with VerticalScroll(id="model-detail"):
                     yield DetailText(self._detail_resized, id="model-detail-text")
+            with Vertical(id="library-endpoints"):
+                yield Static("Endpoints (compared as endpoint:NAME)", id="endpoints-title", markup=False)
+                yield LabTable(id="endpoints", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
         self.n_ctx = getattr(self.app, "default_context", 4096)
@@ -186,6 +205,9 @@ class LibraryScreen(LabScreen):
             # KLD and acc arrive after the rows: sized for "0.0123" / "100%" from the start, so
             # filling them in does not re-lay out the table
             table.add_column(title, key=key, width=FIGURE_WIDTHS.get(key))
+        endpoints = self.query_one("#endpoints", DataTable)
+        for key, title in ENDPOINT_COLUMNS:
+            endpoints.add_column(title, key=key)
         self.watch(self.app, "library", self._library_changed, init=True)
         self.watch(self.app, "machine", self._machine_changed, init=False)
         self.watch(self.app, "results_version", self._results_changed, init=False)
@@ -289,8 +311,22 @@ class LibraryScreen(LabScreen):
             self.post_message(SpeedsLoaded(speeds, ids))
             self.post_message(ModelFiguresLoaded(quality, accuracy))
             self.post_message(MeasuredOnLoaded(data.measured_on(store)))  # the detail panel's, last
+            from lab.endpoints import list_endpoints
+
+            self.post_message(EndpointsLoaded(list_endpoints(store)))
         finally:
             store.close()
+
+    def on_endpoints_loaded(self, message: EndpointsLoaded) -> None:
+        table = self.query_one("#endpoints", DataTable)
+        shown = [str(k.value) for k in table.rows]
+        if shown == [e.id for e in message.endpoints]:
+            return
+        table.clear()
+        for endpoint in message.endpoints:
+            table.add_row(*endpoint_cells(endpoint), key=endpoint.id)
+        # the section takes room only when there is something in it
+        self.query_one("#library-endpoints").display = bool(message.endpoints)
 
     def on_measured_on_loaded(self, message: MeasuredOnLoaded) -> None:
         if message.hosts != self.measured_on:
@@ -415,6 +451,19 @@ class LibraryScreen(LabScreen):
             self.notify(f"{entry.error}; there is nothing to benchmark.", severity="warning")
             return
         self.app.open_run_with(entry.bench_arg)  # type: ignore[attr-defined]
+
+    def action_rightsize(self) -> None:
+        from lab.tui.screens.rightsize import RightsizeFormScreen
+
+        entry = self.selected()
+        if entry is None:
+            self.notify("No model selected.", severity="warning")
+            return
+        if entry.missing:
+            self.notify(f"{entry.error}; there is nothing to right-size.", severity="warning")
+            return
+        machine = self.app.machine  # type: ignore[attr-defined]
+        self.app.push_screen(RightsizeFormScreen(entry.bench_arg, machine.physical_cores if machine else None))
 
     def action_inspect(self) -> None:
         from lab.tui.screens.dialogs import InspectScreen

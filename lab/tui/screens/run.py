@@ -181,6 +181,10 @@ class RunScreen(LabScreen):
         if self.live.active:
             self.notify("A run is already going; cancel it first (c).", severity="warning")
             return
+        if getattr(self.app, "rightsize_running", False):  # two runs at once would slow both figures
+            self.notify("A right-size question is being answered; wait for its verdict or cancel it (Esc there).",
+                        severity="warning")
+            return
         try:
             options = data.build_options(self.form())
         except LabError as exc:
