@@ -333,6 +333,8 @@ class _RunRecorder:
             pass
         elif kind == protocol.TEST_END:
             row = self.result_row(event)
+            # samples from here to the next test's start (its context, warm-up) are not this test's
+            self.current_test = None
             self.store.add_result(row)
             self.flush_samples()
             self.results.append(row)

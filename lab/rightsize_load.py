@@ -5,22 +5,17 @@ limit (the dearest stage, so it comes last)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 LEVEL_S = 10.0  # seconds each level of the search serves
 
 
-def reusable(store: Any, found: dict[str, Any] | None, need: int) -> bool:
+def reusable(found: dict[str, Any] | None, need: int) -> bool:
     """Whether a stored search decides ``need`` users: it reached them, or it found a failing
     level below its own ceiling (so more users would fail too)."""
     if found is None:
         return False
-    if found["max_users_at_slo"] >= need:
-        return True
-    run = store.get("runs", found["load_run_id"]) or {}
-    ceiling = json.loads(run.get("config") or "{}").get("max_users")
-    return ceiling is not None and found["max_users_at_slo"] < ceiling
+    return found["max_users_at_slo"] >= need or not found["capped"]
 
 
 def measure_users(rs: Any, v: Any, failed: type[Exception]) -> None:
@@ -31,8 +26,9 @@ def measure_users(rs: Any, v: Any, failed: type[Exception]) -> None:
 
     q = rs.q
     need = int(q.limits["min_users"])
-    found = max_users_at_slo(rs.store, v.model_id or "", rs.machine_id, q.objective)
-    if reusable(rs.store, found, need):
+    found = max_users_at_slo(rs.store, v.model_id or "", rs.machine_id, q.objective,
+                             {"n_threads": q.n_threads, "n_gpu_layers": q.n_gpu_layers})
+    if reusable(found, need):
         assert found is not None
         value = found["max_users_at_slo"]
         v.reused.append(f"load find-max ({value} users)")

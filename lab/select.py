@@ -338,15 +338,29 @@ def objective_key(ttft_ms: float | None = None, itl_p95_ms: float | None = None,
     return json.dumps({k: float(v) for k, v in given.items() if v is not None}, sort_keys=True)
 
 
-def max_users_at_slo(store: "Store", model_id: str, machine_id: str | None, objective: str) -> dict[str, Any] | None:
+def max_users_at_slo(store: "Store", model_id: str, machine_id: str | None, objective: str,
+                     config: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     """The newest finished ``load --find-max`` over users for one model (on one machine, when
-    given) at exactly this objective (:func:`objective_key`): ``max_users_at_slo``,
-    ``max_kv_bytes``, the run's id and its machine; None when there is none."""
+    given) at exactly this objective (:func:`objective_key`), and at ``config`` when given (keys
+    of :data:`CONFIG_KEYS`; a search whose levels ran at another setting is not this answer):
+    ``max_users_at_slo``, ``max_kv_bytes``, the run's id, its machine, and ``capped`` — true
+    when the search passed its own ceiling, so the figure is a lower bound, not a maximum."""
+    import json
+
     where = "kind = 'load' and status = 'ok' and max_users_at_slo is not null and model_id = ? and slo = ?"
     params: list[Any] = [model_id, objective]
     if machine_id:
         where += " and machine_id = ?"
         params.append(machine_id)
-    rows = store.query(f"select id as load_run_id, machine_id, max_users_at_slo, max_kv_bytes from runs where {where} "
-                       "order by finished_at desc limit 1", params)
-    return rows[0] if rows else None
+    wanted = {k: v for k, v in (config or {}).items() if k in CONFIG_KEYS and v is not None}
+    if wanted:
+        where += " and id in (select run_id from results where " + " and ".join(f"{k} = ?" for k in wanted) + ")"
+        params += list(wanted.values())
+    rows = store.query(f"select id as load_run_id, machine_id, max_users_at_slo, max_kv_bytes, config from runs "
+                       f"where {where} order by finished_at desc limit 1", params)
+    if not rows:
+        return None
+    found = rows[0]
+    ceiling = json.loads(found.pop("config") or "{}").get("max_users")
+    found["capped"] = ceiling is not None and found["max_users_at_slo"] >= ceiling
+    return found

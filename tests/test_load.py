@@ -159,8 +159,12 @@ def test_find_max_stores_the_most_users_within_the_objective(tiny_gguf: Path, tm
     run_bench(BenchOptions(models=[str(tiny_gguf)], n_prompt=[8], n_gen=[4], repetitions=1, threads=[1]), store)
     key = lenient.to_json()
     assert recommend(store, min_users=4, objective=key).pick.row["max_users_at_slo"] == 6
-    failing = recommend(store, min_users=8, objective=key)
-    assert failing.pick is None and failing.failing[0].checks[0].value == 6
+    # 6 was the search's own ceiling: a lower bound, so 8 users is unverified, never failed by it
+    above = recommend(store, min_users=8, objective=key)
+    assert above.pick is None and not above.failing and above.unverified[0].checks[0].value is None
+    # a search that found its failing level decides any larger limit
+    assert recommend(store, min_users=1, objective=Objective(e2e_ms=0.001).to_json()).failing[0].checks[0].value == 0
+    assert recommend(store, min_users=9, objective=Objective(e2e_ms=0.001).to_json()).failing[0].checks[0].value == 0
     other = recommend(store, min_users=1, objective=Objective(ttft_ms=50_000).to_json())
     assert other.pick is None and other.unverified and other.unverified[0].checks[0].value is None
     assert recommend(store, min_users=1, objective=Objective(e2e_ms=0.001).to_json()).failing[0].checks[0].value == 0
@@ -263,3 +267,8 @@ def test_rightsize_judges_min_users_last_and_reuses_a_search_that_decides(
     more = Verdict(tiny_gguf, model_id, "F32", 1)
     rs.run_stage(more, "load")
     assert more.measured == ["load find-max ≤3 users"] and more.figures["max_users_at_slo"] == 3
+    # a search at other threads is not this configuration's answer
+    rs.q.n_threads, rs.q.limits["min_users"] = 2, 2
+    other = Verdict(tiny_gguf, model_id, "F32", 1)
+    rs.run_stage(other, "load")
+    assert other.measured == ["load find-max ≤2 users"] and other.reused == []

@@ -10,7 +10,6 @@ import click
 
 from lab.cli.db import db_option, open_store
 from lab.cli.output import NA, Column, emit, format_option, human_bytes
-from lab.report.baseline import baseline_cells
 
 REPORT_FORMATS = ("table", "md", "csv", "json")
 
@@ -221,6 +220,8 @@ def recommend(min_tg: float | None, min_pp: float | None, max_ttft_ms: float | N
         cols += [Column(f"limit_{s.name}", _limit_title(s), align="left") for s in specs]
         cols.append(Column("usd_per_mtok", "USD/1M tok", _usd))
         if rec.baseline is not None:
+            from lab.report.baseline import baseline_cells
+
             for row in rows:
                 row.update(baseline_cells(row))
             cols += [Column(key, title, align="left") for key, title in BASELINE_COLUMNS]

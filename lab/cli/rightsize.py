@@ -11,7 +11,6 @@ import click
 from lab.cli.db import db_option, open_store
 from lab.cli.output import Column, emit, format_option, human_bytes
 from lab.cli.report import PREFER_CHOICES, _memory
-from lab.report.verdict import pick_lines, verdict_columns, verdict_rows
 
 LEFT = ("file", "quant", "status", "why", "measured", "reused")
 
@@ -105,6 +104,8 @@ def rightsize(model: str, types: str | None, min_tg: float | None, min_pp: float
     if fmt == "json":
         click.echo(json.dumps(out.to_dict(), indent=2, default=str))
     else:
+        from lab.report.verdict import pick_lines, verdict_columns, verdict_rows
+
         rows = verdict_rows(out)
         used = [Column(key, title, _FORMATS.get(kind), align="left" if key in LEFT else "right")
                 for key, title, kind in verdict_columns(rows, q.test_pp, q.test_tg)]

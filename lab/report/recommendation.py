@@ -284,13 +284,20 @@ def _has_results(store: "Store", machine_id: str) -> bool:
                             "(select id from machines where hostname = ?) limit 1", [f"{machine_id}%", machine_id]))
 
 
-def _add_max_users(store: "Store", rows: list[dict[str, Any]], objective: str) -> None:
-    """Each candidate's ``max_users_at_slo`` at the objective, on its own machine (None: never
-    searched there, so a ``min_users`` limit leaves it unverified)."""
+def _add_max_users(store: "Store", rows: list[dict[str, Any]], objective: str, need: int) -> None:
+    """Each candidate's ``max_users_at_slo`` at the objective, on its own machine and at the
+    threads and GPU layers its other figures come from (None: never searched there, or a search that
+    passed its ceiling below ``need`` — a lower bound that cannot decide the limit — so the
+    ``min_users`` limit is left unverified)."""
     from lab.select import max_users_at_slo
 
     for row in rows:
-        found = max_users_at_slo(store, row["model_id"], row.get("machine_id"), objective) if row.get("model_id") else None
+        # load takes threads and GPU layers; its other settings are its own, never the bench's
+        config = {k: (row.get("config_values") or {}).get(k) for k in ("n_threads", "n_gpu_layers")}
+        found = max_users_at_slo(store, row["model_id"], row.get("machine_id"), objective,
+                                 config) if row.get("model_id") else None
+        if found and found["capped"] and found["max_users_at_slo"] < need:
+            found = None
         row["max_users_at_slo"] = found["max_users_at_slo"] if found else None
         row["max_kv_bytes"] = found["max_kv_bytes"] if found else None
 
@@ -388,7 +395,7 @@ def recommend(store: "Store", *, machine_id: str | None = None, min_tg: float | 
     if prefer == "cheapest" or "max_cost_per_mtok" in limits:
         notes += _cost_notes(rows, prefer)
     if "min_users" in limits:
-        _add_max_users(store, rows, objective or "{}")
+        _add_max_users(store, rows, objective or "{}", int(limits["min_users"]))
         notes.append(f"Users at the objective come from `rightsizer load --find-max` at {objective}.")
     active = [spec for spec in limit_specs(test_pp, test_tg) if spec.name in limits]
     candidates = [Candidate(row, [check_limit(spec, limits[spec.name], row) for spec in active]) for row in rows]
