@@ -73,7 +73,7 @@ def run_fituna(fituna: str, f16: Path, target: float, bin_dir: str, text: Path, 
         pick = (report.get("config") or {}).get("quant")
     except ValueError:
         pass
-    return seconds, pick, done.stdout[-2000:] + done.stderr[-2000:]
+    return seconds, pick, done.stdout + done.stderr
 
 
 def run_rightsize(f16: Path, target: float, threads: int, chunks: int, home: Path) -> tuple[float, str | None, str]:
@@ -86,7 +86,7 @@ def run_rightsize(f16: Path, target: float, threads: int, chunks: int, home: Pat
     if done.stdout.strip():
         verdict = json.loads(done.stdout)
         pick = (verdict.get("pick") or {}).get("quant")
-    return seconds, pick, done.stderr[-3000:]
+    return seconds, pick, done.stderr + done.stdout
 
 
 def main() -> int:
@@ -96,6 +96,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--chunks", type=int, default=8, help="text chunks for quality, the same for both")
     ap.add_argument("--margin", type=float, default=1.12, help="T = margin x the F16's tg128")
+    ap.add_argument("--logs", type=Path, help="folder for both tools' full output (fituna's report, rightsize's progress and verdict)")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from lab.quality import DEFAULT_TEXT
@@ -111,10 +112,14 @@ def main() -> int:
         print(f"fituna 0.3.6:         {fit_s:7.1f} s   pick {fit_pick}")
         print(f"rightsizer rightsize: {rs_s:7.1f} s   pick {rs_pick}")
         print(f"ratio rightsize / fituna: {rs_s / fit_s:.2f}x (goal <= 0.8x); same pick: {fit_pick == rs_pick}")
+        if args.logs:
+            args.logs.mkdir(parents=True, exist_ok=True)
+            (args.logs / "fituna.txt").write_text(fit_log)
+            (args.logs / "rightsize.txt").write_text(rs_log)
         if fit_pick is None:
-            print("fituna's report (tail):\n" + fit_log)
+            print("fituna's report (tail):\n" + fit_log[-2000:])
         if rs_pick is None:
-            print("rightsize's progress (tail):\n" + rs_log)
+            print("rightsize's progress (tail):\n" + rs_log[-3000:])
     return 0
 
 

@@ -59,6 +59,30 @@ def _finite(v: float | None) -> float | None:
     return v if v is not None and math.isfinite(v) else None
 
 
+def samples_to_decide(j: Judged, n: int, cap: int, *, t: bool = True) -> int | None:
+    """The fewest samples, at most ``cap``, whose 95% interval would leave the limit if the mean
+    and the spread stayed as measured on ``n`` samples (a t-interval when ``t``, else a normal one
+    from a standard error, as for KLD over chunks); None when not even ``cap`` samples would.
+
+    It sizes the next measurement of an undecided figure in one step, and stops re-measuring
+    (borderline) a figure so close to its limit that the cap cannot tell them apart."""
+    from lab.stats import t975
+
+    c = j.check
+    if c.value is None or j.low is None or j.high is None or not (math.isfinite(j.low) and math.isfinite(j.high)) \
+            or n < 2:
+        return None
+    dist = abs(c.value - c.limit)
+    half = (j.high - j.low) / 2
+    if dist == 0:
+        return None
+    spread = half * math.sqrt(n) / (t975(n - 1) if t else 1.96)  # sd, or the stderr of one sample
+    for m in range(n, cap + 1):
+        if (t975(m - 1) if t else 1.96) * spread / math.sqrt(m) < dist:
+            return m
+    return None
+
+
 def judge(spec: LimitSpec, limit: float, value: float | None, low: float | None = None,
           high: float | None = None, *, n: int | None = None, basis: str = "measured") -> Judged:
     """``check_limit`` on one figure, with its interval."""

@@ -11,10 +11,11 @@ where it stopped.
 
 A limit is judged with the figure's uncertainty: a 95% interval of the mean t/s over every
 stored repetition, the KLD's (and PPL ratio's) standard error, the accuracy's Wilson interval.
-A candidate whose interval straddles a limit is measured again (twice the repetitions, or twice
-the text chunks) until the limit is decided, up to a cap; past it the candidate is
-``borderline``, with its figure and interval, and never picked. The same question asked twice
-therefore gives the same pick.
+A candidate whose interval straddles a limit is measured again until the limit is decided, up to
+a cap: first twice the repetitions (or text chunks), then as many as the measured spread says
+would decide it. When not even the cap would — the figure sits on the limit at that spread — or
+past the cap, the candidate is ``borderline``, with its figure and interval, and never picked.
+The same question asked twice therefore gives the same pick.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from lab.errors import LabError
-from lab.question import MEMORY_MARGIN, Outcome, Question, Verdict, _finite, judge
+from lab.question import MEMORY_MARGIN, Judged, Outcome, Question, Verdict, _finite, judge, samples_to_decide
 from lab.report.recommendation import LIMITS, PREFER, LimitSpec, limit_specs
 from lab.rightsize_load import measure_users
 from lab.select import Config
@@ -277,11 +278,14 @@ class Rightsizer:
                 self.say(f"{v.name}: {row['n_chunks']} chunks do not rank it below {rank_against.name}; "
                          f"measuring {chunks} chunks")
                 continue
-            undecided = any(j.status == "borderline" for j in mine)
-            at_cap = row["n_chunks"] >= self.q.max_chunks or (available is not None and row["n_chunks"] >= available)
-            if not undecided or at_cap:
+            undecided = [j for j in mine if j.status == "borderline"]
+            cap = min(self.q.max_chunks, available or self.q.max_chunks)
+            n_now = row["n_chunks"]
+            if not undecided or n_now >= cap:
                 return
-            chunks = min(self.q.max_chunks, row["n_chunks"] * 2)
+            chunks = self._more(v, undecided, n_now, cap, self.q.chunks, "chunks", t=False)
+            if chunks is None:
+                return
             self.say(f"{v.name}: quality interval holds the limit; measuring again with {chunks} chunks")
 
     def _reference(self) -> tuple["LocalModel", str]:
@@ -363,7 +367,12 @@ class Rightsizer:
                 continue
             if undecided and reps < self.q.max_repetitions:
                 n_now = max(v.figures.get("tg_ts_n") or 0, v.figures.get("pp_ts_n") or 0)
-                reps = min(self.q.max_repetitions, max(reps, n_now) * 2)
+                judged = [j for j in v.checks if j.check.name in undecided and j.check.name in ("min_pp", "min_tg")]
+                more = self._more(v, judged, max(reps, n_now), self.q.max_repetitions, self.q.repetitions,
+                                  "repetitions", t=True) if judged else min(self.q.max_repetitions, max(reps, n_now) * 2)
+                if more is None:
+                    return
+                reps = more
                 tests = [t for t in tests if ("min_pp" if t.startswith("pp") else "min_tg") in undecided
                          or (t.startswith("tg") and {"max_cost_per_mtok"} & set(undecided))]
                 self.say(f"{v.name}: the 95% interval holds the limit; measuring again up to {reps} repetitions")
@@ -373,6 +382,22 @@ class Rightsizer:
                     v.reused.append(", ".join(f"{t} n={v.figures.get(('pp_ts' if t.startswith('pp') else 'tg_ts') + '_n')}"
                                               if t != "chat" else t for t in tests))
                 return
+
+    def _more(self, v: Verdict, undecided: list[Judged], n: int, cap: int, first: int, unit: str, *,
+              t: bool) -> int | None:
+        """How many samples to measure an undecided candidate up to: twice as many the first time
+        (the spread of a few samples is itself uncertain), then as many as the measured spread says
+        would decide every undecided limit. None (stays borderline) when, after that first
+        re-measurement, not even ``cap`` samples would."""
+        needs = [samples_to_decide(j, n, cap, t=t) for j in undecided]
+        known = [need for need in needs if need is not None]
+        if n < 2 * first:
+            return min(cap, max([2 * n, *known]))
+        if len(known) < len(needs):
+            self.say(f"{v.name}: at the measured spread not even {cap} {unit} would move the 95% interval "
+                     "off the limit; borderline")
+            return None
+        return min(cap, max([n + 1, *known]))
 
     def _bench(self, v: Verdict, tests: list[str], reps: int) -> None:
         from lab.bench import BenchOptions, run_bench

@@ -74,6 +74,40 @@ def test_speed_limit_is_judged_with_the_interval_of_every_stored_repetition(
         assert "undecided" in v.reason and "95%" in v.reason
 
 
+def test_samples_to_decide_projects_the_interval_at_the_measured_spread() -> None:
+    from lab.question import judge, samples_to_decide
+    from lab.report.recommendation import LIMITS as SPECS
+
+    LIMITS = {spec.name: spec for spec in SPECS}
+    m, lo, hi = mean_interval([9.0, 11.0, 8.0, 12.0])  # mean 10, sd 1.826
+    # 1 t/s off the limit: t(m-1) * 1.826 / sqrt(m) < 1 first at m = 16 (2.131 * 1.826 / 4 = 0.973;
+    # at 15: 2.145 * 1.826 / 3.873 = 1.011)
+    assert samples_to_decide(judge(LIMITS["min_tg"], 11.0, m, lo, hi), 4, 24) == 16
+    assert samples_to_decide(judge(LIMITS["min_tg"], 9.0, m, lo, hi), 4, 24) == 16  # the same distance below
+    assert samples_to_decide(judge(LIMITS["min_tg"], 11.0, m, lo, hi), 4, 15) is None  # past the cap
+    assert samples_to_decide(judge(LIMITS["min_tg"], 10.0, m, lo, hi), 4, 1000) is None  # on the limit
+    # a standard error (KLD over chunks): 1.96 * se; se of one chunk 0.02 -> 0.01 off the limit needs
+    # 1.96 * 0.02 / sqrt(m) < 0.01: m > 15.37
+    kld = judge(LIMITS["max_kld"], 0.11, 0.1, 0.1 - 1.96 * 0.01, 0.1 + 1.96 * 0.01)  # 4 chunks: se 0.02 / 2
+    assert samples_to_decide(kld, 4, 32, t=False) == 16
+
+
+def test_a_figure_the_cap_cannot_decide_stops_after_one_remeasurement(tmp_path: Path, demo_gguf: Path) -> None:
+    """Six stored repetitions (twice the three asked) of mean 10 and sd 1.6 against a limit 0.1
+    away: not even the cap of 24 would move the interval off it, so nothing is measured again."""
+    store, rs, machine = _setup(tmp_path, demo_gguf, limits={"min_tg": 10.1}, n_gen=16, repetitions=3,
+                                max_repetitions=24)
+    lines: list[str] = []
+    rs.say = lines.append  # type: ignore[method-assign]
+    _stored_tg(store, machine, rs.source_id, [8.0, 12.0, 9.0, 11.0, 10.0, 10.0])
+    v = Verdict(rs.source.path, rs.source_id, "Q4_1", 1)
+    before = _count(store, "select * from results")
+    rs.run_stage(v, "speed")
+    assert _count(store, "select * from results") == before
+    assert v.status == "borderline" and v.figures["tg_ts_n"] == 6
+    assert any("not even 24 repetitions would move the 95% interval off the limit" in line for line in lines)
+
+
 def test_kld_and_accuracy_limits_use_their_stderr_and_wilson_interval(tmp_path: Path, demo_gguf: Path) -> None:
     from lab.evals.suite import load_suite
     from lab.quality import DEFAULT_TEXT, sha256_bytes
