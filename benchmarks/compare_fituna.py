@@ -3,13 +3,17 @@
 
 Usage:
     python benchmarks/compare_fituna.py --fituna PATH --llama-bin-dir DIR [--threads 2] [--chunks 8]
+        [--rounds N] [--logs DIR]
 
 The question: on the demo model's F16 (made with the ladder builder), candidates Q8_0, Q6_K,
 Q5_K_M, Q4_K_M, Q3_K_M, Q2_K, the highest-quality quant with tg128 >= T and a PPL ratio <= 1.05
 on the bundled text, with T set ``--margin`` (default 12%) above the F16's own tg128 so that the
-source itself fails. Both tools start from nothing (a fresh lab home and database for
-Rightsizer, a fresh --out folder for fituna), and each is timed from start to verdict. Prints
-both wall times, their ratio (goal: Rightsizer <= 0.8x fituna) and both picks (goal: the same).
+source itself fails. The F16's tg128 is the fastest of three measurements (5 repetitions each):
+on a VM whose speed drifts by 10-20% within minutes, one measurement taken at a slow moment would
+put T low enough for the F16 to pass. Both tools start from nothing (a fresh lab home and database for
+Rightsizer, a fresh --out folder for fituna), and each is timed from start to verdict; with
+``--rounds N`` the two run N times, the order alternating. Prints both wall times per round, their
+ratio and its median (goal: Rightsizer <= 0.8x fituna) and both picks (goal: the same).
 
 fituna runs from its own virtual environment (never this project's):
     python3 -m venv /tmp/fituna-venv && /tmp/fituna-venv/bin/pip install fituna==0.3.6
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,10 +56,14 @@ def make_f16(work: Path, threads: int) -> tuple[Path, float]:
     if out.returncode:
         raise SystemExit(f"building the F16 failed: {out.stderr}")
     f16 = next((work / "f16").glob("*F16*.gguf"))
-    bench = lab(["bench", str(f16), "-p", "0", "-n", "128", "-r", "5", "-t", str(threads), "-o", "json"], home)
-    if bench.returncode:
-        raise SystemExit(f"benchmarking the F16 failed: {bench.stderr}")
-    return f16, json.loads(bench.stdout)[0]["avg_ts"]
+    speeds = []
+    for _ in range(3):
+        bench = lab(["bench", str(f16), "-p", "0", "-n", "128", "-r", "5", "-t", str(threads), "-o", "json"], home)
+        if bench.returncode:
+            raise SystemExit(f"benchmarking the F16 failed: {bench.stderr}")
+        speeds.append(json.loads(bench.stdout)[0]["avg_ts"])
+    print("F16 tg128 measurements: " + ", ".join(f"{x:.2f}" for x in speeds) + " t/s")
+    return f16, max(speeds)
 
 
 def run_fituna(fituna: str, f16: Path, target: float, bin_dir: str, text: Path, chunks: int,
@@ -96,6 +105,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--chunks", type=int, default=8, help="text chunks for quality, the same for both")
     ap.add_argument("--margin", type=float, default=1.12, help="T = margin x the F16's tg128")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds, the order of the two tools alternating")
     ap.add_argument("--logs", type=Path, help="folder for both tools' full output (fituna's report, rightsize's progress and verdict)")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -106,20 +116,35 @@ def main() -> int:
         f16, f16_tg = make_f16(work, args.threads)
         target = f16_tg * args.margin
         print(f"F16 tg128 {f16_tg:.2f} t/s -> limit tg128 >= {target:.2f} t/s, PPL ratio <= 1.05, {args.chunks} chunks")
-        fit_s, fit_pick, fit_log = run_fituna(args.fituna, f16, target, args.llama_bin_dir, DEFAULT_TEXT,
-                                              args.chunks, work / "fituna")
-        rs_s, rs_pick, rs_log = run_rightsize(f16, target, args.threads, args.chunks, work / "rs-home")
-        print(f"fituna 0.3.6:         {fit_s:7.1f} s   pick {fit_pick}")
-        print(f"rightsizer rightsize: {rs_s:7.1f} s   pick {rs_pick}")
-        print(f"ratio rightsize / fituna: {rs_s / fit_s:.2f}x (goal <= 0.8x); same pick: {fit_pick == rs_pick}")
-        if args.logs:
-            args.logs.mkdir(parents=True, exist_ok=True)
-            (args.logs / "fituna.txt").write_text(fit_log)
-            (args.logs / "rightsize.txt").write_text(rs_log)
-        if fit_pick is None:
-            print("fituna's report (tail):\n" + fit_log[-2000:])
-        if rs_pick is None:
-            print("rightsize's progress (tail):\n" + rs_log[-3000:])
+        ratios, same = [], 0
+        for rnd in range(1, args.rounds + 1):
+            # each round from nothing (a fresh --out, a fresh lab home); the order alternates
+            def fituna() -> tuple[float, str | None, str]:
+                return run_fituna(args.fituna, f16, target, args.llama_bin_dir, DEFAULT_TEXT, args.chunks,
+                                  work / f"fituna-{rnd}")
+
+            def rightsize() -> tuple[float, str | None, str]:
+                return run_rightsize(f16, target, args.threads, args.chunks, work / f"rs-home-{rnd}")
+
+            if rnd % 2:
+                (fit_s, fit_pick, fit_log), (rs_s, rs_pick, rs_log) = fituna(), rightsize()
+            else:
+                (rs_s, rs_pick, rs_log), (fit_s, fit_pick, fit_log) = rightsize(), fituna()
+            ratios.append(rs_s / fit_s)
+            same += fit_pick == rs_pick
+            first = "fituna first" if rnd % 2 else "rightsize first"
+            print(f"round {rnd} ({first}): fituna 0.3.6 {fit_s:6.1f} s pick {fit_pick}; "
+                  f"rightsize {rs_s:6.1f} s pick {rs_pick}; ratio {rs_s / fit_s:.2f}x", flush=True)
+            if args.logs:
+                args.logs.mkdir(parents=True, exist_ok=True)
+                (args.logs / f"fituna-{rnd}.txt").write_text(fit_log)
+                (args.logs / f"rightsize-{rnd}.txt").write_text(rs_log)
+            if fit_pick is None:
+                print("fituna's report (tail):\n" + fit_log[-2000:])
+            if rs_pick is None:
+                print("rightsize's progress (tail):\n" + rs_log[-3000:])
+        print(f"ratio rightsize / fituna, median of {len(ratios)} rounds: {statistics.median(ratios):.2f}x "
+              f"(min {min(ratios):.2f}, max {max(ratios):.2f}; goal <= 0.8x); same pick in {same} of {len(ratios)}")
     return 0
 
 

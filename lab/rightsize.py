@@ -238,9 +238,9 @@ class Rightsizer:
             return
         ref = self._reference()
         text_path, text_sha = self._text()
-        # Ranking against a pick: a quarter of the chunks first; the whole count only when they
-        # cannot tell the two apart (or the limits apart).
-        chunks = max(1, self.q.chunks // 4) if rank_against is not None else self.q.chunks
+        # Ranking against a pick: one chunk first (a quant far below the pick shows it on 511
+        # positions); the whole count only when it cannot tell the two apart (or the limits apart).
+        chunks = 1 if rank_against is not None else self.q.chunks
         measured_now = False
         while True:
             row = self._stored_quality(v.model_id or "", ref[1], text_sha)
@@ -546,7 +546,7 @@ class Rightsizer:
         rank order (quality: the source, then larger files first; fastest: smaller files first),
         each through the other limits' stages, then the ranking stage, then the task suite. Once
         one meets every limit, each later candidate is first measured for the ranking figure
-        alone (quality on a quarter of the chunks) and is measured further only when its 95%
+        alone (quality on one text chunk) and is measured further only when its 95%
         interval does not put it below the pick so far."""
         q = self.q
         pref = PREFER_STAGE[q.prefer]

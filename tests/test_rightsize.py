@@ -247,7 +247,7 @@ def test_a_limit_inside_the_interval_is_measured_again_then_borderline(
 def test_prefer_quality_measures_lower_ranked_candidates_only_until_they_rank_below_the_pick(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The source meets every limit and is exactly KLD 0: every quant after it gets one chunk of
-    quality (a quarter of --chunks 4), which puts it below the source beyond its interval, and is
+    quality (one chunk of --chunks 4), which puts it below the source beyond its interval, and is
     never benched."""
     db = tmp_path / "q.db"
     main(["rightsize", "demo", "--types", "Q8_0,Q2_K", "--prefer", "quality", "--min-tg", "1", "--chunks", "4",
