@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from textual.widgets import Checkbox, DataTable
+from textual.widgets import Checkbox, DataTable, Input
 
 from conftest import screen_text, wait_for
 from lab.errors import LabError
@@ -55,8 +55,13 @@ async def test_a_real_load_shows_live_levels_and_the_stored_figures(make_app, ti
         shown = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
         speed, reps = _line(app, "run-speed"), _line(app, "run-reps")
         assert "RSS" in text and "peak" in text  # the memory/CPU monitor ran during the load
+        run_id = app.live.results[0]["run_id"]
         await pilot.press("3")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "ResultsScreen")
+        await pilot.press("slash")
+        app.screen.query_one("#filter", Input).value = f"run:{run_id[:8]}"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "rows 1–2 of 2" in screen_text(app))
         await pilot.press("g")
         await wait_for(pilot, lambda: "load by users" in screen_text(app), timeout=20)
         chart = screen_text(app)
@@ -129,12 +134,12 @@ async def test_the_load_form_refuses_bad_input_in_words(make_app) -> None:
             fill(app, **{"models": "demo", "rates": "", **fields})
             await pilot.press("ctrl+r")
             assert not app.live.active
-            assert words in screen_text(app), words
+            assert words in _line(app, "run-error"), words
         fill(app, users="", rates="", duration_s="1")
         app.screen.query_one("#f-find_max", Checkbox).value = True
         await pilot.press("ctrl+r")
         assert not app.live.active
-        assert "find max needs an objective: SLO TTFT, ITL p95 or e2e (ms)" in screen_text(app)
+        assert "find max needs an objective: SLO TTFT, ITL p95 or e2e (ms)" in _line(app, "run-error")
         # the mode switches back, and the bench form is what starts then
         await pilot.press("ctrl+o")
         await wait_for(pilot, lambda: not app.screen.has_class("-load"))
