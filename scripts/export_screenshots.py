@@ -44,6 +44,20 @@ async def wait_for(pilot: Any, condition: Callable[[], bool], timeout: float = 6
         await pilot.pause(0.1)
 
 
+def camera(app: Any, out: Path) -> tuple[Any, list[Path], Callable[[str], None]]:
+    """The app, the list of saved files and ``shot(name)``, which saves the app's screen as
+    ``out/name.svg``."""
+    out.mkdir(parents=True, exist_ok=True)
+    saved: list[Path] = []
+
+    def shot(name: str) -> None:
+        path = out / f"{name}.svg"
+        path.write_text(app.export_screenshot(title=f"Rightsizer: {name}"), encoding="utf-8")
+        saved.append(path)
+        print(f"  {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    return app, saved, shot
+
+
 LADDER_TYPES = "F16,Q8_0,Q4_0,Q2_K"
 
 
@@ -96,15 +110,7 @@ async def export(db: Path, out: Path, size: tuple[int, int], threads: str, reps:
 
     if demo_model_path() is None:
         raise SystemExit("export_screenshots: the demo model is needed: pip install 'rightsizer[demo]'")
-    out.mkdir(parents=True, exist_ok=True)
-    saved: list[Path] = []
-    app = RightsizerApp(db_path=db, cursor_blink=False)
-
-    def shot(name: str) -> None:
-        path = out / f"{name}.svg"
-        path.write_text(app.export_screenshot(title=f"Rightsizer: {name}"), encoding="utf-8")
-        saved.append(path)
-        print(f"  {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    app, saved, shot = camera(RightsizerApp(db_path=db, cursor_blink=False), out)
 
     def screen_is(name: str) -> Callable[[], bool]:
         return lambda: type(app.screen).__name__ == name
@@ -225,15 +231,7 @@ async def export_rightsize(db: Path, out: Path, size: tuple[int, int], threads: 
 
     if "incumbent" not in {e["name"] for e in json.loads(cli(db, "endpoints", "list", "-o", "json") or "[]")}:
         cli(db, "endpoints", "add", *ENDPOINT)
-    out.mkdir(parents=True, exist_ok=True)
-    saved: list[Path] = []
-    app = RightsizerApp(db_path=db, cursor_blink=False)
-
-    def shot(name: str) -> None:
-        path = out / f"{name}.svg"
-        path.write_text(app.export_screenshot(title=f"Rightsizer: {name}"), encoding="utf-8")
-        saved.append(path)
-        print(f"  {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    app, saved, shot = camera(RightsizerApp(db_path=db, cursor_blink=False), out)
 
     async with app.run_test(size=size) as pilot:
         await wait_for(pilot, lambda: app.library is not None and app.machine is not None, what="the library scan")
@@ -276,15 +274,7 @@ async def export_load(db: Path, out: Path, size: tuple[int, int], threads: str) 
 
     from lab.tui.app import RightsizerApp
 
-    out.mkdir(parents=True, exist_ok=True)
-    saved: list[Path] = []
-    app = RightsizerApp(db_path=db, cursor_blink=False)
-
-    def shot(name: str) -> None:
-        path = out / f"{name}.svg"
-        path.write_text(app.export_screenshot(title=f"Rightsizer: {name}"), encoding="utf-8")
-        saved.append(path)
-        print(f"  {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    app, saved, shot = camera(RightsizerApp(db_path=db, cursor_blink=False), out)
 
     async with app.run_test(size=size) as pilot:
         await wait_for(pilot, lambda: app.library is not None and app.machine is not None, what="the library scan")

@@ -268,10 +268,7 @@ class RunScreen(LabScreen):
         self._write("run-error", "")
         self._write("run-title", f"Planning: {options.model if load else ', '.join(options.models)} …")
         self._set_running(True)
-        if load:
-            self._load(options, self.app.bench_cancel)  # type: ignore[attr-defined]
-        else:
-            self._bench(options, self.app.bench_cancel)  # type: ignore[attr-defined]
+        self._bench(options, self.app.bench_cancel, load)  # type: ignore[attr-defined]
 
     def action_cancel(self) -> None:
         cancel = getattr(self.app, "bench_cancel", None)
@@ -303,29 +300,23 @@ class RunScreen(LabScreen):
         self.refresh_bindings()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="bench", name="bench")
-    def _bench(self, options: Any, cancel: threading.Event) -> None:
-        from lab.bench import plan, run_bench
-
-        store = self.app.open_store()  # type: ignore[attr-defined]
-        try:
-            plans = plan(options)
-            outcome = run_bench(options, store, on_event=self.live.post, cancel=cancel, plans=plans)
-        except LabError as exc:
-            self.post_message(BenchFinished(None, str(exc)))
-            return
-        finally:
-            store.close()
-        self.post_message(BenchFinished(outcome))
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="bench", name="load")
-    def _load(self, options: Any, cancel: threading.Event) -> None:
+    def _bench(self, options: Any, cancel: threading.Event, load: bool = False) -> None:
+        """``run_bench`` (or ``run_load`` for a load run) on this thread, with its own store."""
         from lab.errors import Cancelled
-        from lab.load import LoadOutcome, run_load
 
         store = self.app.open_store()  # type: ignore[attr-defined]
         try:
-            outcome = run_load(options, store, on_event=self.live.post, cancel=cancel)
-        except Cancelled as exc:  # the run is recorded as cancelled with its finished levels
+            if load:
+                from lab.load import run_load
+
+                outcome = run_load(options, store, on_event=self.live.post, cancel=cancel)
+            else:
+                from lab.bench import plan, run_bench
+
+                outcome = run_bench(options, store, on_event=self.live.post, cancel=cancel, plans=plan(options))
+        except Cancelled as exc:  # recorded as cancelled, the finished tests or levels kept
+            from lab.load import LoadOutcome
+
             outcome = LoadOutcome(status="cancelled", error=str(exc))
         except LabError as exc:
             self.post_message(BenchFinished(None, str(exc)))
@@ -336,7 +327,7 @@ class RunScreen(LabScreen):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         # A bug in the bench path must not take the app down: show it, keep going.
-        if event.worker.name in ("bench", "load") and event.state == WorkerState.ERROR:
+        if event.worker.name == "bench" and event.state == WorkerState.ERROR:
             error = event.worker.error
             self.post_message(BenchFinished(None, f"internal error: {type(error).__name__}: {error}"))
 
