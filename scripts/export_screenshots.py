@@ -7,7 +7,8 @@ Everything shown is real: the app is ``RightsizerApp`` on a real database, this 
 fingerprint and gauges, and a real benchmark of the demo model started from the Run screen
 (pp512 and tg128 at 1 and 2 threads, 3 repetitions: about half a minute on two cores), which is
 captured live during tg and again when it is done. The results then feed the Results, Compare,
-Chart and run-detail screenshots.
+Chart and run-detail screenshots. A real load of the demo model from the Run screen's Load mode
+(1, 2 and 4 users, 10 s each) gives the Load screenshots and the throughput-latency curve.
 
 Before the app opens, the ladder view gets real figures the way a user makes them, with the CLI:
 ``models ladder demo`` (F16, Q8_0, Q4_0, Q2_K), ``bench`` of each rung, ``quality`` against the F16
@@ -41,6 +42,20 @@ async def wait_for(pilot: Any, condition: Callable[[], bool], timeout: float = 6
         if time.monotonic() > deadline:
             raise SystemExit(f"export_screenshots: timed out waiting for {what or condition}")
         await pilot.pause(0.1)
+
+
+def camera(app: Any, out: Path) -> tuple[Any, list[Path], Callable[[str], None]]:
+    """The app, the list of saved files and ``shot(name)``, which saves the app's screen as
+    ``out/name.svg``."""
+    out.mkdir(parents=True, exist_ok=True)
+    saved: list[Path] = []
+
+    def shot(name: str) -> None:
+        path = out / f"{name}.svg"
+        path.write_text(app.export_screenshot(title=f"Rightsizer: {name}"), encoding="utf-8")
+        saved.append(path)
+        print(f"  {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    return app, saved, shot
 
 
 LADDER_TYPES = "F16,Q8_0,Q4_0,Q2_K"
@@ -95,15 +110,7 @@ async def export(db: Path, out: Path, size: tuple[int, int], threads: str, reps:
 
     if demo_model_path() is None:
         raise SystemExit("export_screenshots: the demo model is needed: pip install 'rightsizer[demo]'")
-    out.mkdir(parents=True, exist_ok=True)
-    saved: list[Path] = []
-    app = RightsizerApp(db_path=db, cursor_blink=False)
-
-    def shot(name: str) -> None:
-        path = out / f"{name}.svg"
-        path.write_text(app.export_screenshot(title=f"Rightsizer: {name}"), encoding="utf-8")
-        saved.append(path)
-        print(f"  {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    app, saved, shot = camera(RightsizerApp(db_path=db, cursor_blink=False), out)
 
     def screen_is(name: str) -> Callable[[], bool]:
         return lambda: type(app.screen).__name__ == name
@@ -224,15 +231,7 @@ async def export_rightsize(db: Path, out: Path, size: tuple[int, int], threads: 
 
     if "incumbent" not in {e["name"] for e in json.loads(cli(db, "endpoints", "list", "-o", "json") or "[]")}:
         cli(db, "endpoints", "add", *ENDPOINT)
-    out.mkdir(parents=True, exist_ok=True)
-    saved: list[Path] = []
-    app = RightsizerApp(db_path=db, cursor_blink=False)
-
-    def shot(name: str) -> None:
-        path = out / f"{name}.svg"
-        path.write_text(app.export_screenshot(title=f"Rightsizer: {name}"), encoding="utf-8")
-        saved.append(path)
-        print(f"  {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    app, saved, shot = camera(RightsizerApp(db_path=db, cursor_blink=False), out)
 
     async with app.run_test(size=size) as pilot:
         await wait_for(pilot, lambda: app.library is not None and app.machine is not None, what="the library scan")
@@ -263,6 +262,58 @@ async def export_rightsize(db: Path, out: Path, size: tuple[int, int], threads: 
     return saved
 
 
+# The load the Load-mode screenshots serve: the demo model to 1, 2 and 4 users, 10 s a level.
+LOAD_FIELDS = {"users": "1,2,4", "rates": "", "duration_s": "10", "max_tokens": "64", "slo_ttft_ms": "1000",
+               "slo_itl_p95_ms": "", "slo_e2e_ms": ""}
+
+
+async def export_load(db: Path, out: Path, size: tuple[int, int], threads: str) -> list[Path]:
+    """The Run screen in Load mode: a real load of the demo model, captured live while the second
+    level is served and when done, then the Results chart's throughput-latency curve of that run."""
+    from textual.widgets import Checkbox, Input
+
+    from lab.tui.app import RightsizerApp
+
+    app, saved, shot = camera(RightsizerApp(db_path=db, cursor_blink=False), out)
+
+    async with app.run_test(size=size) as pilot:
+        await wait_for(pilot, lambda: app.library is not None and app.machine is not None, what="the library scan")
+        await pilot.press("2")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "RunScreen", what="the Run screen")
+        screen = app.screen
+        screen.query_one("#f-load", Checkbox).value = True
+        for key, value in {**LOAD_FIELDS, "models": "demo", "threads": threads.split(",")[-1]}.items():
+            screen.query_one(f"#f-{key}", Input).value = value
+        await pilot.pause(0.3)
+        shot("load-form")
+        await pilot.press("ctrl+r")
+        print("  serving the demo model to 1, 2 and 4 users ...")
+        await wait_for(pilot, lambda: len(app.live.results) == 1 and app.live.test_name is not None
+                       and float(app.live.load.get("elapsed_s") or 0) > 6 or not app.live.active,
+                       timeout=300, what="the second level")
+        await pilot.pause(0.6)
+        shot("load-live")
+        await wait_for(pilot, lambda: not app.live.active, timeout=600, what="the load to finish")
+        await pilot.pause(0.6)
+        if app.live.status != "ok":
+            raise SystemExit(f"export_screenshots: the demo load {app.live.status}: {app.live.error}")
+        shot("load-done")
+        run_id = app.live.results[0]["run_id"]
+        await pilot.press("3")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "ResultsScreen", what="the Results screen")
+        await pilot.press("slash")
+        app.screen.query_one("#filter", Input).value = f"run:{run_id[:8]}"
+        await pilot.press("enter")
+        await pilot.pause(0.5)
+        await pilot.press("g")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "ChartScreen"
+                       and bool(app.screen.query_one("#chart-bars").groups), what="the load curve")
+        await pilot.pause(0.3)
+        shot("load-chart")
+        await pilot.press("escape")
+    return saved
+
+
 def main() -> None:
     from lab import config
 
@@ -272,8 +323,9 @@ def main() -> None:
     parser.add_argument("--size", default="120x36", help="terminal size, COLSxROWS")
     parser.add_argument("--threads", default="1,2", help="threads for the demo run (comma list)")
     parser.add_argument("--reps", default="3", help="repetitions for the demo run")
-    parser.add_argument("--only", choices=("rightsize",), default=None,
-                        help="only the right-size screens (Library with an endpoint, form, progress, verdict)")
+    parser.add_argument("--only", choices=("rightsize", "load"), default=None,
+                        help="only the right-size screens (Library with an endpoint, form, progress, verdict), "
+                             "or only the Load mode's (form, live, done, the Results curve)")
     args = parser.parse_args()
     cols, rows = (int(x) for x in args.size.lower().split("x"))
     db = args.db or config.lab_home() / "screenshots.db"
@@ -283,7 +335,10 @@ def main() -> None:
     if args.only is None:
         prepare_ladder(db, args.threads)
         saved += asyncio.run(export(db, args.out, (cols, rows), args.threads, args.reps))
-    saved += asyncio.run(export_rightsize(db, args.out, (cols, rows), args.threads))
+    if args.only in (None, "rightsize"):
+        saved += asyncio.run(export_rightsize(db, args.out, (cols, rows), args.threads))
+    if args.only in (None, "load"):
+        saved += asyncio.run(export_load(db, args.out, (cols, rows), args.threads))
     print(f"export_screenshots: {len(saved)} screenshots in {args.out}")
 
 

@@ -50,6 +50,8 @@ def _screen_factory(mode: str) -> Callable[[], Screen[Any]]:
 COMMANDS: list[tuple[str, str, str | None, str | None]] = [
     ("Library", "Local models, memory fit and last speeds (1)", "library", None),
     ("Run", "Configure and watch a benchmark (2)", "run", None),
+    ("Load mode", "Switch the Run screen between a benchmark and a load run: users, rate, objective (ctrl+o)",
+     "run", "toggle_mode"),
     ("Results", "Every stored result: filter, sort, compare (3)", "results", None),
     ("Machine", "Fingerprint and live CPU, memory and GPU gauges (4)", "machine", None),
     ("Hub", "Search and download GGUF models from the Hugging Face Hub (5)", "hub", None),

@@ -71,6 +71,12 @@ class LiveRun:
         self.gpu_seen = False
         self.results: list[dict[str, Any]] = []
         self.failures: list[str] = []
+        # a load run (``lab.load.run_load``): the level being served and its running figures
+        self.kind = "bench"  # or "load"
+        self.n_levels = 0  # levels asked for (a --find-max search: unknown ahead, 0)
+        self.duration_s: float | None = None
+        self.level: str | None = None  # "users 4" or "rate 1.5/s"
+        self.load: dict[str, Any] = {}  # the newest load_progress event of this level
 
     # -- bench thread
     def post(self, event: dict[str, Any]) -> None:
@@ -78,10 +84,11 @@ class LiveRun:
         self.inbox.append(event)
 
     # -- UI thread
-    def begin(self) -> None:
+    def begin(self, kind: str = "bench", n_levels: int = 0, duration_s: float | None = None) -> None:
         self.reset()
         self.status = "planning"
         self.started_at = self.clock()
+        self.kind, self.n_levels, self.duration_s = kind, n_levels, duration_s
 
     def drain(self) -> Drained:
         out = Drained()
@@ -139,6 +146,26 @@ class LiveRun:
             self.tests_done += 1
             out.results.append(row)
             out.progress = True
+        elif kind == "level_start":
+            self.test_name = e.get("test")
+            self.test_index = len(self.results)
+            self.level = (f"users {e['users']}" if e.get("users") is not None else f"rate {e.get('rate'):g}/s")
+            self.load = {}
+            out.progress = True
+        elif kind == "load_progress":  # four a second: shown at the next beat
+            self.load = e
+        elif kind == "level":
+            row = e.get("row") or {}
+            self.results.append(row)
+            self.tests_done += 1
+            self.test_name = None  # the level's last figures stay on show until the next one starts
+            out.results.append(row)
+            out.progress = True
+        elif kind == "probe":
+            verdict = "passes" if e.get("passed") else "fails"
+            attained = e.get("slo_attainment")
+            why = e.get("reason") or (f"SLO {attained:.1f}%" if attained is not None else "SLO n/a")
+            out.log_lines.append(f"find max: {e.get('test')} {verdict} ({why})")
         elif kind == "run_start":
             self.status = "running"
             self.model_filename = e.get("model_filename")
@@ -167,7 +194,9 @@ class LiveRun:
         something (a repetition, a result), else once per beat, so that the curves and the ETAs
         move together; while a test is being timed the beat is slower."""
         self.samples_waiting = self.samples_waiting or drained.samples
-        timing = self.status == "running" and self.test_name is not None
+        # a load level's running figures are shown once a second (its requests are timed
+        # throughout, so there is no quieter moment to wait for)
+        timing = self.status == "running" and self.test_name is not None and self.kind != "load"
         beat = QUIET_BEAT_S if timing else BEAT_S
         if drained.progress or not self.active or now - self.painted_at >= beat:
             self.painted_at = now
@@ -192,6 +221,10 @@ class LiveRun:
         return max(1, len(self.tests))
 
     def test_fraction(self) -> float:
+        if self.kind == "load":
+            if not self.test_name or not self.duration_s:
+                return 0.0
+            return min(1.0, float(self.load.get("elapsed_s") or 0.0) / self.duration_s)
         if not self.test_reps:
             return 0.0
         return min(1.0, self.reps_done / self.test_reps)
@@ -199,12 +232,22 @@ class LiveRun:
     def overall_fraction(self) -> float:
         if self.status in ("ok",):
             return 1.0
+        if self.kind == "load":  # a search's levels are not known ahead: no fraction
+            if not self.n_levels:
+                return 0.0
+            current = self.test_fraction() if self.test_name else 0.0
+            return min(1.0, (self.tests_done + current) / self.n_levels)
         in_run = (self.tests_done + (self.test_fraction() if self.test_index is not None and
                                      self.tests_done <= (self.test_index or 0) else 0.0)) / self.n_tests
         return min(1.0, (self.run_index + min(1.0, in_run)) / max(1, self.n_runs))
 
     def test_eta(self) -> float | None:
-        """Mean time of this test's finished repetitions times those left."""
+        """Mean time of this test's finished repetitions times those left (a load level: the
+        seconds it has left to send requests)."""
+        if self.kind == "load":
+            if not self.test_name or not self.duration_s:
+                return None
+            return max(0.0, self.duration_s - float(self.load.get("elapsed_s") or 0.0))
         if not self.rep_s or not self.test_reps:
             return None
         return statistics.fmean(self.rep_s) * max(0, self.test_reps - self.reps_done)

@@ -46,6 +46,19 @@ def test_run_form(make_app, snap_compare) -> None:
     assert snap_compare(make_app(), terminal_size=(110, 32), run_before=ready)
 
 
+def test_run_form_load_mode(make_app, snap_compare) -> None:
+    go = _go("2", lambda app: type(app.screen).__name__ == "RunScreen"
+             and app.screen.query_one("#f-threads").value == "2")
+
+    async def ready(pilot) -> None:
+        await go(pilot)
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: pilot.app.screen.has_class("-load"))
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=(110, 32), run_before=ready)
+
+
 @pytest.mark.parametrize("size", [(120, 36), (200, 50)], ids=["120x36", "200x50"])
 def test_run_live_dashboard(make_app, snap_compare, size, monkeypatch) -> None:
     # The run is started as a user starts it (the form, ctrl+r, the bench worker, plan()); only

@@ -20,12 +20,12 @@ from lab.tui.data.models import (  # noqa: F401
 )
 from lab.tui.data.results import (  # noqa: F401
     FILTER_KEYS, parse_filter, results_page, count_results, results_by_id, ChartBar, chart_bars,
-    ScatterPoint, scatter_points, run_detail, series, batched_curves, COMPARE_METRICS,
+    ScatterPoint, scatter_points, run_detail, series, batched_curves, load_curves, COMPARE_METRICS,
 )
 from lab.tui.data.machines import (  # noqa: F401
     MachineSummary, machine_list, measured_on, ModelTests, comparable_models, default_test,
     fingerprint_rows, MachineFigure, MachineComparison, compare_machines,
 )
 from lab.tui.data.forms import (  # noqa: F401
-    build_options, build_question, LIMIT_FIELDS, RIGHTSIZE_DEFAULTS,
+    build_options, build_question, LIMIT_FIELDS, RIGHTSIZE_DEFAULTS, build_load_options, LOAD_FIELDS, SLO_FIELDS,
 )

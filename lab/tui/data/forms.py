@@ -128,3 +128,70 @@ def build_question(form: dict[str, Any]) -> Any:
         raise LabError(f"text: {q.text} is not a file; leave it empty for the bundled text")
     check_question(q)
     return q
+
+
+# The Run screen's Load mode: field key, label, default (the CLI's), placeholder.
+LOAD_FIELDS: list[tuple[str, str, str, str]] = [
+    ("users", "users", "1,2,4,8", "e.g. 1,2,4"), ("rates", "rate/s", "", "e.g. 0.5,1"),
+    ("duration_s", "secs", "30", ""), ("max_tokens", "max tok", "128", ""), ("slots", "slots", "4", ""),
+]
+SLO_FIELDS: list[tuple[str, str, str, str]] = [
+    ("slo_ttft_ms", "SLO TTFT", "", "ms"), ("slo_itl_p95_ms", "ITL p95", "", "ms"),
+    ("slo_e2e_ms", "e2e", "", "ms"), ("max_users", "max users", "64", ""),
+]
+
+
+def _rates(text: str) -> list[float]:
+    out = []
+    for word in (w.strip() for w in text.split(",")):
+        if not word:
+            continue
+        try:
+            value = float(word)
+        except ValueError:
+            raise LabError(f"rate takes a comma list of requests per second, e.g. 0.5,1,2 ('{word}' is not one)") from None
+        out.append(value)
+    return out
+
+
+def build_load_options(form: dict[str, Any]) -> Any:
+    """``lab.load.LoadOptions`` from the Run screen's Load fields (strings; a bool for find-max),
+    checked as ``rightsizer load`` checks them. Raises LabError with one sentence naming the field."""
+    from lab.load import LoadOptions, Objective, validate
+    from lab.params import parse_ints
+
+    def text(key: str) -> str:
+        return str(form.get(key, "") or "").strip()
+
+    models = [m.strip() for m in text("models").split(",") if m.strip()]
+    if not models:
+        raise LabError("Give a model: a .gguf path, a library name, or 'demo'")
+    if len(models) > 1:
+        raise LabError("A load run serves one model; give one name or path")
+    users = parse_ints(text("users"), "users", minimum=1)
+    rates = _rates(text("rates"))
+    if users and rates:
+        raise LabError("Give either users or rate levels, not both (clear one of the two fields)")
+    find_max = bool(form.get("find_max"))
+    objective = Objective(*(_number(text(k), label, "ms") if text(k) else None
+                            for k, label, _, _ in SLO_FIELDS[:3]))
+    threads = text("threads")
+    ngl = parse_ints(text("n_gpu_layers") or "-1", "GPU layers", minimum=-1)
+    if len(ngl) != 1:
+        raise LabError("GPU layers takes one number for a load run")
+    options = LoadOptions(
+        model=models[0], users=users, rates=rates,
+        slots=_count(text("slots") or "4", "slots", 1),
+        duration_s=_number(text("duration_s") or "30", "secs", "seconds each level lasts"),
+        max_tokens=_count(text("max_tokens") or "128", "max tok", 1), objective=objective, find_max=find_max,
+        max_users=_count(text("max_users") or "64", "max users", 1),
+        threads=_count(threads, "threads", 1) if threads else None,
+        n_gpu_layers=ngl[0])
+    if options.duration_s <= 0:
+        raise LabError("secs must be above 0: each level sends requests for that many seconds")
+    if not (users or rates or find_max):
+        raise LabError("Give the levels to serve: users (a comma list) or rate (requests/s, a comma list)")
+    if find_max and not objective.given:
+        raise LabError("find max needs an objective: SLO TTFT, ITL p95 or e2e (ms)")
+    validate(options)
+    return options

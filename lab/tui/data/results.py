@@ -99,6 +99,7 @@ class ChartBar:
     label: str  # model file (quant)
     value: float
     n: int
+    unit: str | None = None  # None: the chart's unit (t/s)
 
 
 def chart_bars(store: Any, filters: dict[str, str], *, limit: int = 5000,
@@ -124,6 +125,7 @@ def chart_bars(store: Any, filters: dict[str, str], *, limit: int = 5000,
         for test, by_label in groups.items()
     }
     out.update(batched_curves(rows))
+    out.update(load_curves(rows))
     return out, len(rows)
 
 
@@ -144,6 +146,44 @@ def batched_curves(rows: list[dict[str, Any]]) -> dict[str, list[ChartBar]]:
             ChartBar(f"B={b}", statistics.fmean(by_b[b]), len(by_b[b])) for b in bs]
         out[f"{model} {shape}: S_TG per sequence"] = [
             ChartBar(f"B={b}", statistics.fmean(by_b[b]) / b, len(by_b[b])) for b in bs]
+    return out
+
+
+def load_curves(rows: list[dict[str, Any]]) -> dict[str, list[ChartBar]]:
+    """The throughput-latency curve of load results: per model, kind of level (users or rate)
+    and objective, one group of output t/s and one of p95 TTFT (ms), bars in order of the level,
+    each labelled with the level and its SLO attainment (the mean over the rows of that level)."""
+    from lab.load_figures import Objective
+
+    acc: dict[tuple[str, str, str], dict[float, list[dict[str, Any]]]] = {}
+    for r in rows:
+        users, rate = r.get("load_users"), r.get("load_rate")
+        if users is None and rate is None:
+            continue
+        kind = "users" if users is not None else "rate"
+        slo = Objective.from_json(r.get("slo")).describe()
+        key = (r.get("model_filename") or "n/a", kind, slo)
+        acc.setdefault(key, {}).setdefault(float(users if users is not None else rate), []).append(r)
+    out: dict[str, list[ChartBar]] = {}
+    for (model, kind, slo), by_level in acc.items():
+        levels = sorted(by_level)
+        tps, ttft = [], []
+        for level in levels:
+            level_rows = by_level[level]
+            attained = [float(r["slo_attainment"]) for r in level_rows if r.get("slo_attainment") is not None]
+            label = (f"u={level:g}" if kind == "users" else f"{level:g}/s") + (
+                f" SLO {statistics.fmean(attained):.0f}%" if attained else " SLO n/a")
+            values = [float(r["output_tps"]) for r in level_rows if r.get("output_tps") is not None]
+            if values:
+                tps.append(ChartBar(label, statistics.fmean(values), len(values)))
+            values = [float(r["ttft_p95_ms"]) for r in level_rows if r.get("ttft_p95_ms") is not None]
+            if values:
+                ttft.append(ChartBar(label, statistics.fmean(values), len(values), unit="ms"))
+        name = f"{model} load by {kind} ({slo})"
+        if tps:
+            out[f"{name}: output t/s"] = tps
+        if ttft:
+            out[f"{name}: TTFT p95"] = ttft
     return out
 
 

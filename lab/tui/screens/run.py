@@ -1,7 +1,9 @@
-"""Run: configure a benchmark with this machine's defaults, start it, and watch it live.
+"""Run: configure a benchmark or a load run with this machine's defaults, start it, and watch it live.
 
-The run itself is ``lab.bench.run_bench`` in a thread worker, exactly what ``rightsizer bench``
-calls. Its events land in the app's ``LiveRun`` (an append per event); a 2 Hz timer folds them
+The run itself is ``lab.bench.run_bench`` (bench mode) or ``lab.load.run_load`` (Load mode) in a
+thread worker, exactly what ``rightsizer bench`` and ``rightsizer load`` call. In Load mode the
+dashboard shows the level being served (active sequences, queue, running TTFT/ITL percentiles)
+and each finished level as a row. Its events land in the app's ``LiveRun`` (an append per event); a 2 Hz timer folds them
 and updates the widgets in place. On two cores the UI competes with the benchmark for CPU, so
 the dashboard repaints only when an event changed something (a repetition, a result) and
 otherwise once a second, or every two seconds while a test is being timed; nothing is rebuilt
@@ -44,17 +46,33 @@ FIELDS_PARAMS = [("threads", "threads", ""), ("n_batch", "batch", "2048"), ("n_u
 
 RESULT_COLUMNS = [("model", "model"), ("test", "test"), ("ts", "t/s"), ("reps", "reps"),
                   ("rss", "peak RSS"), ("est", "est. mem"), ("cpu", "CPU %"), ("ttft", "TTFT ms")]
+# a load level's row: column key, title, the stored row's key, format
+LOAD_COLUMNS: list[tuple[str, str, str, Any]] = [
+    ("level", "users|rate", "test", None), ("requests", "requests", "load_requests", fmt.num),
+    ("completed", "done", "load_completed", fmt.num), ("failed", "failed", "load_failed", fmt.num),
+    ("tps", "out t/s", "output_tps", fmt.num), ("ttft", "TTFT p95", "ttft_p95_ms", lambda v: fmt.num(v, 0)),
+    ("itl", "ITL p95", "itl_p95_ms", fmt.num), ("goodput", "goodput/s", "goodput_rps", lambda v: fmt.num(v, 2)),
+    ("slo", "SLO %", "slo_attainment", fmt.num), ("rss", "peak RSS", "peak_rss_bytes", fmt.human_bytes),
+    ("kv", "KV", "kv_bytes", fmt.human_bytes),
+]
+
+
+def _ms(value: Any) -> str:
+    return fmt.NA if value is None else f"{value:.0f}"
 
 
 class RunScreen(LabScreen):
     MODE = "run"
     HELP = ("Fields take comma lists for sweeps, as on the CLI (pp 128,512 runs both). pg takes "
-            "P,N pairs separated by ';'. Every figure is stored as it arrives; a cancelled run keeps "
-            "its finished tests. Leaving this screen does not stop the run.")
+            "P,N pairs separated by ';'. ctrl+o switches to Load mode (rightsizer load): users or "
+            "rate levels, seconds per level, an objective (SLO TTFT, ITL p95, e2e in ms) and find max. "
+            "Every figure is stored as it arrives; a cancelled run keeps its finished tests and levels. "
+            "Leaving this screen does not stop the run.")
 
     BINDINGS = [
         Binding("ctrl+r", "start", "Start run", priority=True),
         Binding("c", "cancel", "Cancel run"),
+        Binding("ctrl+o", "toggle_mode", "Bench/Load", priority=True),
         Binding("l", "toggle_log", "Log"),
     ]
 
@@ -62,6 +80,7 @@ class RunScreen(LabScreen):
         super().__init__()
         self._last: dict[str, str] = {}  # text last written per widget id: skip same-text updates
         self._threads_touched = False
+        self._columns: str | None = None  # which columns the results table has: "bench" or "load"
 
     @property
     def live(self) -> LiveRun:
@@ -75,18 +94,30 @@ class RunScreen(LabScreen):
                 yield self.make_input(placeholder="demo, a library name or a .gguf path (comma list)",
                                       id="f-models", classes="field wide")
                 yield Button("Start ^R", id="start", compact=True, variant="primary")
+                yield Checkbox("load: off", False, id="f-load", compact=True)
                 yield Button("Cancel c", id="cancel", compact=True, variant="error", disabled=True)
-            with Horizontal(classes="form-row extra"):
+            with Horizontal(classes="form-row extra bench-row"):
                 for key, label, default in FIELDS_TESTS:
                     yield Label(label, classes="field-label")
                     yield self.make_input(default, id=f"f-{key}", classes="field", restrict=r"[0-9,; ]*")
                 yield Checkbox("chat: on", True, id="f-chat", compact=True)
+            with Horizontal(classes="form-row extra load-row"):
+                for key, label, default, hint in data.LOAD_FIELDS:
+                    yield Label(label, classes="field-label")
+                    yield self.make_input(default, id=f"f-{key}", classes="field load-field", placeholder=hint,
+                                          restrict=r"[0-9.,; ]*" if key == "rates" else r"[0-9, ]*")
+            with Horizontal(classes="form-row extra load-row"):
+                for key, label, default, hint in data.SLO_FIELDS:
+                    yield Label(label, classes="field-label")
+                    yield self.make_input(default, id=f"f-{key}", classes="field load-field", placeholder=hint,
+                                          restrict=r"[0-9.]*")
+                yield Checkbox("find max: off", False, id="f-find_max", compact=True)
             with Horizontal(classes="form-row extra"):
                 for key, label, default in FIELDS_PARAMS:
-                    classes = "field-label" + (" gpu-only" if key == "n_gpu_layers" else "")
-                    yield Label(label, classes=classes)
                     gpu = key == "n_gpu_layers"
-                    yield self.make_input(default, id=f"f-{key}", classes="field" + (" gpu-only" if gpu else ""),
+                    only = " gpu-only" if gpu else " bench-only" if key in ("n_batch", "n_ubatch") else ""
+                    yield Label(label, classes="field-label" + only)
+                    yield self.make_input(default, id=f"f-{key}", classes="field" + only,
                                           restrict=r"[-0-9, ]*" if gpu else r"[0-9, ]*",
                                           placeholder={"threads": "cores", "n_gpu_layers": "-1 all"}.get(key, ""))
         with Horizontal(id="run-dash"):
@@ -106,14 +137,13 @@ class RunScreen(LabScreen):
             yield Log(id="run-log", max_lines=500, auto_scroll=True)
 
     def on_mount(self) -> None:
-        table = self.query_one("#run-results", DataTable)
-        for key, title in RESULT_COLUMNS:
-            table.add_column(title, key=key)
+        self._set_columns(self.live.kind if self.live.active else "bench")
         self._timer = self.set_interval(REFRESH_S, self._drain, pause=True)
         self.watch(self.app, "machine", self._machine_changed, init=True)
         self.watch(self.app, "library", self._library_changed, init=True)
         self.query_one("#run-log", Log).write_line("llama.cpp's log appears here during a run.")
         if self.live.active:
+            self.query_one("#f-load", Checkbox).value = self.live.kind == "load"
             self._set_running(True)
         else:
             self.query_one("#start", Button).focus()
@@ -146,6 +176,38 @@ class RunScreen(LabScreen):
         # The box itself shows its state by colour only; the words keep it readable in NO_COLOR.
         event.checkbox.label = f"chat: {'on' if event.value else 'off'}"
 
+    @on(Checkbox.Changed, "#f-find_max")
+    def _find_max_toggled(self, event: Checkbox.Changed) -> None:
+        event.checkbox.label = f"find max: {'on' if event.value else 'off'}"
+
+    @on(Checkbox.Changed, "#f-load")
+    def _mode_toggled(self, event: Checkbox.Changed) -> None:
+        event.checkbox.label = f"load: {'on' if event.value else 'off'}"
+        self.set_class(event.value, "-load")
+        if not self.live.active:
+            self._set_columns("load" if event.value else "bench")
+            self._write("run-title", f"Ready: ctrl+r starts the {'load run' if event.value else 'run'}.")
+
+    @property
+    def load_mode(self) -> bool:
+        return self.query_one("#f-load", Checkbox).value
+
+    def action_toggle_mode(self) -> None:
+        if self.live.active:
+            self.notify("A run is going; switch modes once it ends.", severity="warning")
+            return
+        box = self.query_one("#f-load", Checkbox)
+        box.value = not box.value
+
+    def _set_columns(self, kind: str) -> None:
+        if self._columns == kind:
+            return
+        table = self.query_one("#run-results", DataTable)
+        table.clear(columns=True)
+        for key, title in (RESULT_COLUMNS if kind == "bench" else [(c[0], c[1]) for c in LOAD_COLUMNS]):
+            table.add_column(title, key=key)
+        self._columns = kind
+
     @on(Input.Changed, "#f-threads")
     def _threads_edited(self, event: Input.Changed) -> None:
         if self.query_one("#f-threads", Input).has_focus:
@@ -161,9 +223,10 @@ class RunScreen(LabScreen):
 
     def form(self) -> dict[str, Any]:
         values: dict[str, Any] = {"models": self.query_one("#f-models", Input).value}
-        for key, _, _ in FIELDS_TESTS + FIELDS_PARAMS:
+        for key in [f[0] for f in FIELDS_TESTS + FIELDS_PARAMS + data.LOAD_FIELDS + data.SLO_FIELDS]:
             values[key] = self.query_one(f"#f-{key}", Input).value
         values["chat"] = self.query_one("#f-chat", Checkbox).value
+        values["find_max"] = self.query_one("#f-find_max", Checkbox).value
         # Without offload the field is hidden and keeps its default, -1, as the CLI's -ngl does:
         # the same run stores the same config from either face.
         return values
@@ -185,21 +248,27 @@ class RunScreen(LabScreen):
             self.notify("A right-size question is being answered; wait for its verdict or cancel it (Esc there).",
                         severity="warning")
             return
+        load = self.load_mode
         try:
-            options = data.build_options(self.form())
+            options = data.build_load_options(self.form()) if load else data.build_options(self.form())
         except LabError as exc:
             self._show_error(str(exc))
             return
         self.app.settle_heap()  # type: ignore[attr-defined]
-        self.live.begin()
+        if load:
+            levels = 0 if options.find_max else len(options.users or options.rates)
+            self.live.begin("load", levels, options.duration_s)
+        else:
+            self.live.begin()
         self.app.bench_cancel = threading.Event()  # type: ignore[attr-defined]
+        self._set_columns("load" if load else "bench")
         self.query_one("#run-results", DataTable).clear()
         log = self.query_one("#run-log", Log)
         log.clear()
         self._write("run-error", "")
-        self._write("run-title", f"Planning: {', '.join(options.models)} …")
+        self._write("run-title", f"Planning: {options.model if load else ', '.join(options.models)} …")
         self._set_running(True)
-        self._bench(options, self.app.bench_cancel)  # type: ignore[attr-defined]
+        self._bench(options, self.app.bench_cancel, load)  # type: ignore[attr-defined]
 
     def action_cancel(self) -> None:
         cancel = getattr(self.app, "bench_cancel", None)
@@ -207,7 +276,8 @@ class RunScreen(LabScreen):
             return
         cancel.set()
         self.live.status = "cancelling"
-        self._write("run-title", "Cancelling… finished tests are kept.")
+        kept = "levels" if self.live.kind == "load" else "tests"
+        self._write("run-title", f"Cancelling… finished {kept} are kept.")
         self.app.run_status = "cancelling…"  # type: ignore[attr-defined]
         self.refresh_bindings()
 
@@ -230,13 +300,24 @@ class RunScreen(LabScreen):
         self.refresh_bindings()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="bench", name="bench")
-    def _bench(self, options: Any, cancel: threading.Event) -> None:
-        from lab.bench import plan, run_bench
+    def _bench(self, options: Any, cancel: threading.Event, load: bool = False) -> None:
+        """``run_bench`` (or ``run_load`` for a load run) on this thread, with its own store."""
+        from lab.errors import Cancelled
 
         store = self.app.open_store()  # type: ignore[attr-defined]
         try:
-            plans = plan(options)
-            outcome = run_bench(options, store, on_event=self.live.post, cancel=cancel, plans=plans)
+            if load:
+                from lab.load import run_load
+
+                outcome = run_load(options, store, on_event=self.live.post, cancel=cancel)
+            else:
+                from lab.bench import plan, run_bench
+
+                outcome = run_bench(options, store, on_event=self.live.post, cancel=cancel, plans=plan(options))
+        except Cancelled as exc:  # recorded as cancelled, the finished tests or levels kept
+            from lab.load import LoadOutcome
+
+            outcome = LoadOutcome(status="cancelled", error=str(exc))
         except LabError as exc:
             self.post_message(BenchFinished(None, str(exc)))
             return
@@ -264,7 +345,12 @@ class RunScreen(LabScreen):
         self._render_samples()
         self._render_progress()
         n = len(live.results)
-        if live.status == "ok":
+        if live.kind == "load" and live.status in ("ok", "cancelled"):
+            self._write("run-title", self._load_summary(n, outcome))
+            self.notify("Load run finished: levels stored." if live.status == "ok" else
+                        "Load run cancelled; finished levels are stored.",
+                        severity="information" if live.status == "ok" else "warning")
+        elif live.status == "ok":
             self._write("run-title", f"Done: {n} result{'s' if n != 1 else ''} stored.")
             self.notify(f"Run finished: {n} results stored.")
         elif live.status == "cancelled":
@@ -278,6 +364,21 @@ class RunScreen(LabScreen):
         if n:
             self.app.results_changed()  # type: ignore[attr-defined]
         self.query_one("#start", Button).focus()
+
+    def _load_summary(self, n: int, outcome: Any) -> str:
+        levels = f"{n} level{'s' if n != 1 else ''}"
+        if self.live.status == "cancelled":
+            return f"Cancelled: {levels} kept."
+        text = f"Done: {levels} stored."
+        if getattr(outcome, "max_level", None) is not None:
+            what = "users" if self.live.results and self.live.results[0].get("load_users") is not None else "requests/s"
+            best = outcome.max_level
+            text += (f" Max {what} at the objective: {best:g}" if best else
+                     f" Max {what} at the objective: none (the smallest level fails it)")
+            if outcome.max_kv_bytes:
+                text += f" (KV cache {fmt.human_bytes(outcome.max_kv_bytes)})"
+            text += "."
+        return text
 
     def _show_error(self, text: str) -> None:
         self._write("run-error", f"Error: {text}")
@@ -315,6 +416,9 @@ class RunScreen(LabScreen):
         live = self.live
         if live.status == "planning":
             return
+        if live.kind == "load":
+            self._render_load()
+            return
         if live.model_filename:
             parts = [live.model_filename, f"model {live.run_index + 1}/{live.n_runs}"]
             if live.test_name:
@@ -337,7 +441,7 @@ class RunScreen(LabScreen):
         test_gauge = self.query_one("#g-test", Gauge)
         test_gauge.set(live.test_fraction() if live.test_name else None,
                        f"{live.reps_done}/{live.test_reps} ETA {fmt.seconds(live.test_eta())}"
-                       if live.test_name else "n/a")
+                       if live.test_name else "n/a", label="test")
         overall = self.query_one("#g-overall", Gauge)
         overall.set(live.overall_fraction() if live.model_filename else None,
                     f"{live.overall_fraction() * 100:.0f}% ETA {fmt.seconds(live.overall_eta())}"
@@ -346,6 +450,40 @@ class RunScreen(LabScreen):
             status = f"● {live.test_name or 'starting'} {live.reps_done}/{live.test_reps or '?'}"
             if live.current_ts is not None:
                 status += f" {live.current_ts:.0f} t/s"
+            if live.status == "cancelling":
+                status = "cancelling…"
+            self.app.run_status = status  # type: ignore[attr-defined]
+
+    def _render_load(self) -> None:
+        """The level being served: active sequences, queue, requests so far and the running
+        TTFT/ITL percentiles of those finished (the child reports them four times a second)."""
+        live, p = self.live, self.live.load
+        n_done = len(live.results)
+        of = f"/{live.n_levels}" if live.n_levels else ""
+        if live.active and live.model_filename:
+            where = f"level {n_done + 1}{of} {live.level}" if live.test_name else (
+                "loading…" if not n_done else f"{n_done}{of} levels done")
+            self._write("run-title", f"{live.model_filename} · load · {where}")
+        if p:
+            self._write("run-speed", f"{live.level}  active {p.get('active', 0)}  queue {p.get('queue', 0)}  "
+                                     f"sent {p.get('sent', 0)}  done {p.get('completed', 0)}  failed {p.get('failed', 0)}")
+            self._write("run-reps", f"TTFT p50/p95 {_ms(p.get('ttft_p50_ms'))}/{_ms(p.get('ttft_p95_ms'))} ms  "
+                                    f"ITL p50/p95 {fmt.num(p.get('itl_p50_ms'))}/{fmt.num(p.get('itl_p95_ms'))} ms")
+        elif live.test_name:
+            self._write("run-speed", f"{live.level}  warming up…")
+            self._write("run-reps", "TTFT and ITL: once requests finish")
+        level = self.query_one("#g-test", Gauge)
+        elapsed = p.get("elapsed_s") if live.test_name else None
+        level.set(live.test_fraction() if live.test_name else None,
+                  f"{elapsed or 0:.0f}/{live.duration_s:g} s" if live.test_name and live.duration_s else "n/a",
+                  label="level")
+        overall = self.query_one("#g-overall", Gauge)
+        overall.set(live.overall_fraction() if live.n_levels else None,
+                    f"{n_done}{of} levels" + (f" ETA {fmt.seconds(live.overall_eta())}" if live.n_levels else ""))
+        if live.active:
+            status = f"● load {live.level or 'starting'}"
+            if p.get("active") is not None:
+                status += f" active {p['active']} queue {p['queue']}"
             if live.status == "cancelling":
                 status = "cancelling…"
             self.app.run_status = status  # type: ignore[attr-defined]
@@ -373,6 +511,13 @@ class RunScreen(LabScreen):
         table = self.query_one("#run-results", DataTable)
         right = lambda v: Text(v, justify="right")  # noqa: E731
         key = row.get("id") or f"r{table.row_count}"
+        if self._columns == "load":
+            users = row.get("load_users")
+            level = (f"{users} user{'s' if users != 1 else ''}" if users is not None else
+                     f"{fmt.num(row.get('load_rate'))}/s" if row.get("load_rate") is not None else row.get("test") or fmt.NA)
+            table.add_row(level, *[right(show(row.get(field))) for _, _, field, show in LOAD_COLUMNS[1:]], key=key)
+            table.move_cursor(row=table.row_count - 1)
+            return
         table.add_row(
             row.get("model_type") or row.get("model_filename") or fmt.NA, row.get("test") or fmt.NA,
             right(fmt.ts_pm(row)), right(fmt.num(row.get("repetitions"))),

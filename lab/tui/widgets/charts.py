@@ -54,7 +54,8 @@ class BarChart(Widget):
             if not first:
                 out.append("\n")
             first = False
-            out.append(f"{title} ({self.unit}, mean of n results)\n", self.get_component_rich_style("barchart--title"))
+            unit = next((b.unit for b in bars if getattr(b, "unit", None)), self.unit)
+            out.append(f"{title} ({unit}, mean of n results)\n", self.get_component_rich_style("barchart--title"))
             top = max((b.value for b in bars), default=0.0) or 1.0
             for bar in bars:
                 value = f" {bar.value:,.1f}  n={bar.n}"
