@@ -195,3 +195,17 @@ def build_load_options(form: dict[str, Any]) -> Any:
         raise LabError("find max needs an objective: SLO TTFT, ITL p95 or e2e (ms)")
     validate(options)
     return options
+
+
+def limits_text(question: Any) -> str:
+    """``tg128 t/s ≥ 1 · KLD ≤ 0.05 · peak RSS ≤ 290.00 MiB``, or "no limits"."""
+    from lab.report.common import fmt_bytes, fmt_figure
+    from lab.rightsize import all_specs
+
+    specs = all_specs(question.test_pp, question.test_tg)
+    parts = []
+    for name, value in question.limits.items():
+        spec = specs[name]
+        shown = fmt_bytes(value) if spec.unit == "bytes" else fmt_figure(value)
+        parts.append(f"{spec.label} {'≥' if spec.kind == 'min' else '≤'} {shown}")
+    return " · ".join(parts) or "no limits"

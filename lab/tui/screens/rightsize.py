@@ -26,6 +26,7 @@ from textual.worker import Worker, WorkerState
 
 from lab.errors import LabError
 from lab.tui import data
+from lab.tui.data.forms import limits_text
 from lab.tui.messages import RightsizeFinished, RightsizeProgress
 from lab.tui.widgets.keybar import KeyBar
 from lab.tui.widgets.navbar import NavBar
@@ -121,20 +122,6 @@ class RightsizeFormScreen(Screen[None]):
             return
         self.app.rightsize_fields = {k: v for k, v in self.form().items() if k != "model"}  # type: ignore[attr-defined]
         self.app.switch_screen(RightsizeRunScreen(question))
-
-
-def limits_text(question: Any) -> str:
-    """``tg128 t/s ≥ 1 · KLD ≤ 0.05 · peak RSS ≤ 290.00 MiB``, or "no limits"."""
-    from lab.report.common import fmt_bytes, fmt_figure
-    from lab.rightsize import all_specs
-
-    specs = all_specs(question.test_pp, question.test_tg)
-    parts = []
-    for name, value in question.limits.items():
-        spec = specs[name]
-        shown = fmt_bytes(value) if spec.unit == "bytes" else fmt_figure(value)
-        parts.append(f"{spec.label} {'≥' if spec.kind == 'min' else '≤'} {shown}")
-    return " · ".join(parts) or "no limits"
 
 
 class RightsizeRunScreen(Screen[None]):

@@ -18,7 +18,7 @@ from textual.widgets import DataTable, Static
 
 from lab.report.verdict import pick_lines, verdict_columns, verdict_rows
 from lab.tui import format as fmt
-from lab.tui.screens.rightsize import limits_text
+from lab.tui.data.forms import limits_text
 from lab.tui.widgets.keybar import KeyBar
 from lab.tui.widgets.navbar import NavBar
 from lab.tui.widgets.table import LabTable
