@@ -84,9 +84,11 @@ def samples_to_decide(j: Judged, n: int, cap: int, *, t: bool = True) -> int | N
 
 
 def judge(spec: LimitSpec, limit: float, value: float | None, low: float | None = None,
-          high: float | None = None, *, n: int | None = None, basis: str = "measured") -> Judged:
-    """``check_limit`` on one figure, with its interval."""
-    return Judged(check_limit(spec, limit, {spec.key: value}), low, high, n, basis)
+          high: float | None = None, *, n: int | None = None, basis: str = "measured",
+          swapped: bool = False) -> Judged:
+    """``check_limit`` on one figure, with its interval (``swapped``: measured while the model was
+    being paged, which fails a memory limit)."""
+    return Judged(check_limit(spec, limit, {spec.key: value, "swapped": swapped}), low, high, n, basis)
 
 
 @dataclass

@@ -30,7 +30,7 @@ from lab.errors import LabError
 from lab.question import MEMORY_MARGIN, Judged, Outcome, Question, Verdict, _finite, judge, samples_to_decide
 from lab.report.recommendation import LIMITS, PREFER, LimitSpec, limit_specs
 from lab.rightsize_load import measure_users
-from lab.select import Config
+from lab.select import Config, is_swapped
 from lab.stats import mean_interval
 
 if TYPE_CHECKING:
@@ -173,6 +173,8 @@ class Rightsizer:
         else:
             measure_users(self, v, _Failed)
         names = [n for n, s in STAGE_OF.items() if s == stage and n in self.q.limits]
+        if stage == "speed" and v.figures.get("swapped") and "max_memory_bytes" in self.q.limits:
+            names.append("max_memory_bytes")  # the speed runs showed the model paged
         judged = [j for j in v.checks if j.check.name in names]
         failed = next((j for j in judged if j.status == "fail"), None)
         if failed is not None:
@@ -349,6 +351,9 @@ class Rightsizer:
                 v.figures.update({key: m, f"{key}_low": _finite(lo), f"{key}_high": _finite(hi), f"{key}_n": len(samples),
                                   "peak_rss_bytes": max((r.get("peak_rss_bytes") or 0) for r in rows) or None})
                 self._add(v, name, m, lo, hi, n=len(samples))
+                if any(is_swapped(r) for r in rows):  # paged while measured: it does not fit
+                    v.figures["swapped"] = True
+                    self._add(v, "max_memory_bytes", v.figures["peak_rss_bytes"], swapped=True)
                 if key == "tg_ts":
                     jpt = next((r.get("j_per_token") for r in rows if r.get("j_per_token") is not None), None)
                     v.figures["j_per_token"] = jpt

@@ -30,13 +30,14 @@ def _setup(tmp_path: Path, demo_gguf: Path, **question) -> tuple[Store, Rightsiz
     return store, rs, rs.machine_id
 
 
-def _stored_tg(store: Store, machine_id: str, model_id: str, samples: list[float], threads: int = 2) -> None:
+def _stored_tg(store: Store, machine_id: str, model_id: str, samples: list[float], threads: int = 2,
+               **extra) -> None:
     run_id = store.create_run("bench", machine_id=machine_id, model_id=model_id, model_filename="m.gguf", config={})
     store.finish_run(run_id, "ok")
     store.add_result({"run_id": run_id, "machine_id": machine_id, "model_id": model_id, "test": "tg16",
                       "n_prompt": 0, "n_gen": 16, "n_depth": 0, "n_threads": threads, "n_gpu_layers": -1,
                       "n_batch": 2048, "n_ubatch": 512, "flash_attn": -1, "type_k": "f16", "type_v": "f16",
-                      "avg_ts": sum(samples) / len(samples), "samples_ts": samples, "test_time": now_iso()})
+                      "avg_ts": sum(samples) / len(samples), "samples_ts": samples, "test_time": now_iso(), **extra})
 
 
 def test_mean_interval_is_the_t_interval() -> None:
@@ -106,6 +107,26 @@ def test_a_figure_the_cap_cannot_decide_stops_after_one_remeasurement(tmp_path: 
     assert _count(store, "select * from results") == before
     assert v.status == "borderline" and v.figures["tg_ts_n"] == 6
     assert any("not even 24 repetitions would move the 95% interval off the limit" in line for line in lines)
+
+
+def test_a_speed_measured_while_paged_fails_the_memory_limit(tmp_path: Path, demo_gguf: Path) -> None:
+    """The header's estimate fits 1 GiB, but the stored tg runs were paged (swapped): the
+    candidate does not fit, whatever its estimate or its peak RSS say."""
+    limits = {"min_tg": 1.0, "max_memory_bytes": float(2**30)}
+    store, rs, machine = _setup(tmp_path, demo_gguf, limits=limits, n_gen=16, repetitions=3, max_repetitions=3)
+    v = Verdict(rs.source.path, rs.source_id, "Q4_1", 1)
+    rs.run_stage(v, "memory")
+    assert v.status == "pending"
+    _stored_tg(store, machine, rs.source_id, [50.0, 51.0, 49.0], swapped=1, peak_rss_bytes=300 * 2**20)
+    rs.run_stage(v, "speed")
+    assert v.status == "fail" and "swapped" in v.reason and "300.00 MiB" in v.reason
+    # the same figures not paged: it fits
+    store2, rs2, machine2 = _setup(tmp_path / "b", demo_gguf, limits=limits, n_gen=16, repetitions=3, max_repetitions=3)
+    w = Verdict(rs2.source.path, rs2.source_id, "Q4_1", 1)
+    rs2.run_stage(w, "memory")
+    _stored_tg(store2, machine2, rs2.source_id, [50.0, 51.0, 49.0], swapped=0, peak_rss_bytes=300 * 2**20)
+    rs2.run_stage(w, "speed")
+    assert w.status == "pending"
 
 
 def test_kld_and_accuracy_limits_use_their_stderr_and_wilson_interval(tmp_path: Path, demo_gguf: Path) -> None:
