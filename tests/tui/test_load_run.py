@@ -14,6 +14,7 @@ from lab.errors import LabError
 from lab.store import Store
 from lab.tui import data
 from lab.tui import format as fmt
+from lab.tui.widgets.line import Line
 from test_run import fill, open_run_screen
 
 
@@ -25,7 +26,9 @@ async def open_load_mode(app, pilot) -> None:
 
 
 def _line(app, widget_id: str) -> str:
-    return str(app.screen.query_one(f"#{widget_id}").render())
+    """What a live line shows: a Line's text (it draws itself as a strip), else the render."""
+    widget = app.screen.query_one(f"#{widget_id}")
+    return widget.text if isinstance(widget, Line) else str(widget.render())
 
 
 async def test_a_real_load_shows_live_levels_and_the_stored_figures(make_app, tiny_gguf: Path, seeded_db: Path) -> None:
