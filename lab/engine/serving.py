@@ -287,11 +287,13 @@ def run_load_job(payload: dict[str, Any], emit: Emit) -> None:
         template = bench.model.chat_template_used()
         for index, level in enumerate(payload["levels"]):
             name = level_name(level)
-            emit(protocol.TEST_START, index=index, test=name, slots=level_slots(level))
             server = Server(bench, prompts, level, payload, index, emit)
             n_ctx = server.n_ctx()
             bench.release_unless(cp, n_ctx, (server.n_slots, True))
             reset_ok = reset_peak_rss()
+            # the level's samples start where its high-water mark starts: after the previous
+            # level's context is freed, never while it is still held
+            emit(protocol.TEST_START, index=index, test=name, slots=level_slots(level))
             bench.context(cp, n_ctx, (server.n_slots, True))
             if payload.get("warmup", True):
                 _warm_up(bench, prompts[0])
