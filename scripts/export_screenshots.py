@@ -44,6 +44,14 @@ async def wait_for(pilot: Any, condition: Callable[[], bool], timeout: float = 6
         await pilot.pause(0.1)
 
 
+async def finished(app: Any, pilot: Any, what: str, timeout: float) -> None:
+    """Wait for the Run screen's ``what`` (run, load) to end; stop the export unless it ended ok."""
+    await wait_for(pilot, lambda: not app.live.active, timeout=timeout, what=f"the {what} to finish")
+    await pilot.pause(0.6)
+    if app.live.status != "ok":
+        raise SystemExit(f"export_screenshots: the demo {what} {app.live.status}: {app.live.error}")
+
+
 def camera(app: Any, out: Path) -> tuple[Any, list[Path], Callable[[str], None]]:
     """The app, the list of saved files and ``shot(name)``, which saves the app's screen as
     ``out/name.svg``."""
@@ -134,10 +142,7 @@ async def export(db: Path, out: Path, size: tuple[int, int], threads: str, reps:
                        and len(app.live.rep_ts) >= 2 or not app.live.active, timeout=600, what="tg to start")
         await pilot.pause(0.6)
         shot("run-live")
-        await wait_for(pilot, lambda: not app.live.active, timeout=900, what="the run to finish")
-        await pilot.pause(0.6)
-        if app.live.status != "ok":
-            raise SystemExit(f"export_screenshots: the demo run {app.live.status}: {app.live.error}")
+        await finished(app, pilot, "run", timeout=900)
         shot("run-done")
 
         await pilot.press("1")
@@ -293,10 +298,7 @@ async def export_load(db: Path, out: Path, size: tuple[int, int], threads: str) 
                        timeout=300, what="the second level")
         await pilot.pause(0.6)
         shot("load-live")
-        await wait_for(pilot, lambda: not app.live.active, timeout=600, what="the load to finish")
-        await pilot.pause(0.6)
-        if app.live.status != "ok":
-            raise SystemExit(f"export_screenshots: the demo load {app.live.status}: {app.live.error}")
+        await finished(app, pilot, "load", timeout=600)
         shot("load-done")
         run_id = app.live.results[0]["run_id"]
         await pilot.press("3")
