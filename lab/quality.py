@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from lab.library import LocalModel
     from lab.store import Store
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 TOP_K = 1024
 TAIL_SAMPLES = 512
 DEFAULT_N_CTX = 512

@@ -14,6 +14,7 @@ its loops), as llama-perplexity spreads its log-softmax over threads.
 from __future__ import annotations
 
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -49,17 +50,41 @@ def log_softmax32(logits: np.ndarray) -> np.ndarray:
     return out
 
 
-def _lse_and_rest(x: np.ndarray, top: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _block_sums(e: np.ndarray) -> np.ndarray:
+    """float32 sums of consecutive blocks of ``_SAMPLE_BLOCK`` columns of ``e`` [n, vocab]
+    ([n, ceil(vocab / block)]; the last block short where the vocabulary is not a multiple).
+    One matrix-vector product: numpy reduces a 16-long axis slowly."""
+    n, n_vocab = e.shape
+    B = _SAMPLE_BLOCK
+    full = n_vocab // B
+    ones = np.ones(B, dtype=e.dtype)
+    if full * B == n_vocab and e.flags.c_contiguous:
+        return (e.reshape(n * full, B) @ ones).reshape(n, full)
+    sums = np.empty((n, -(-n_vocab // B)), dtype=e.dtype)
+    sums[:, :full] = np.ascontiguousarray(e[:, :full * B]).reshape(n, full, B) @ ones
+    if full * B != n_vocab:
+        sums[:, full] = e[:, full * B:].sum(axis=1)
+    return sums
+
+
+def _lse_and_rest(x: np.ndarray, top: np.ndarray, m: np.ndarray | None = None,
+                  out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per row of logits ``x``: log-sum-exp (float64), the probability mass outside the ``top``
-    columns (float64), and ``exp(x - max)`` with the ``top`` columns zeroed (float32)."""
-    m = x.max(axis=1)
-    e = np.subtract(x, m[:, None], dtype=np.float32)
+    columns (float64), ``exp(x - max)`` with the ``top`` columns zeroed (float32, in ``out``
+    when given) and its block sums. ``m``: the rows' maxima, when the caller has them already.
+
+    The mass outside the top is the float64 sum of float32 sums of 16 tokens each, summed on
+    its own (no cancellation against the head); the block sums then serve the tail sampling."""
+    if m is None:
+        m = x.max(axis=1)
+    e = np.subtract(x, m[:, None], dtype=np.float32, out=out)
     np.exp(e, out=e)
     head = np.take_along_axis(e, top, axis=1).sum(axis=1, dtype=np.float64)
     np.put_along_axis(e, top, 0.0, axis=1)
-    rest = e.sum(axis=1, dtype=np.float64)  # summed on its own: no cancellation against the head
+    sums = _block_sums(e)
+    rest = sums.sum(axis=1, dtype=np.float64)
     total = head + rest
-    return m.astype(np.float64) + np.log(total), rest / total, e
+    return m.astype(np.float64) + np.log(total), rest / total, e, sums
 
 
 def _lp_at(x: np.ndarray, idx: np.ndarray, lse: np.ndarray) -> np.ndarray:
@@ -88,23 +113,24 @@ def _map_rows(fn: Callable[[slice], Any], n: int, n_vocab: int, pool: ThreadPool
 _SAMPLE_BLOCK = 16  # tokens per block of the two-level CDF
 
 
-def _systematic_sample(e: np.ndarray, offsets: np.ndarray, m: int) -> np.ndarray:
+def _systematic_sample(e: np.ndarray, offsets: np.ndarray, m: int, sums: np.ndarray | None = None) -> np.ndarray:
     """Per row of weights ``e`` [n, vocab] (float32, not normalised), m token ids drawn by
     systematic sampling: one uniform offset per row, m evenly spaced points on the row's CDF.
 
     The CDF is never built over the whole vocabulary: float64 sums of blocks of
     ``_SAMPLE_BLOCK`` tokens locate each point's block, and only the blocks that hold a point get
-    a float64 running sum (at most m of them, against a vocabulary of 50k-260k)."""
+    a float64 running sum (at most m of them, against a vocabulary of 50k-260k). ``sums``: the
+    block sums of ``e`` (``_block_sums``) when the caller has them."""
     n, n_vocab = e.shape
     B = _SAMPLE_BLOCK
     nb = -(-n_vocab // B)
-    if nb * B != n_vocab:  # pad with weight-0 tokens, never drawn
+    if sums is None:
+        sums = _block_sums(e)
+    if nb * B != n_vocab or not e.flags.c_contiguous:  # pad with weight-0 tokens, never drawn
         padded = np.zeros((n, nb * B), dtype=e.dtype)
         padded[:, :n_vocab] = e
         e = padded
     blocks = e.reshape(n, nb, B)
-    # block sums as one matrix-vector product (numpy reduces a 16-long axis slowly)
-    sums = (e.reshape(n * nb, B) @ np.ones(B, dtype=e.dtype)).reshape(n, nb)
     cdf = np.cumsum(sums, axis=1, dtype=np.float64)  # [n, nb]
     mass = cdf[:, -1]
     u = (np.arange(m)[None, :] + offsets[:, None]) * (mass / m)[:, None]  # [n, m], each < mass
@@ -112,33 +138,91 @@ def _systematic_sample(e: np.ndarray, offsets: np.ndarray, m: int) -> np.ndarray
     for i in range(n):
         b[i] = np.searchsorted(cdf[i], u[i], side="right")
     np.minimum(b, nb - 1, out=b)
-    rows = np.arange(n)[:, None]
-    before = np.where(b > 0, cdf[rows, np.maximum(b - 1, 0)], 0.0)
-    # running sums inside the chosen blocks, laid out [B, n*m] so that every step is one long
-    # vector operation; position = how many running sums stay at or below the point
-    local = np.cumsum(blocks[rows, b].reshape(n * m, B).T, axis=0, dtype=np.float64)
-    within = (local <= (u - before).reshape(1, n * m)).sum(axis=0).reshape(n, m)
+    # each point's block and the mass before it, then a float64 running sum across the 16
+    # tokens of the chosen blocks, as 16 steps over all points at once
+    flat_b = (np.arange(n)[:, None] * nb + b).reshape(-1)
+    before = np.where(b.reshape(-1) > 0, cdf.reshape(-1)[np.maximum(flat_b - 1, 0)], 0.0)
+    target = u.reshape(-1) - before
+    chosen = blocks.reshape(n * nb, B)[flat_b]  # [n*m, B]
+    acc = np.zeros(n * m, dtype=np.float64)
+    within = np.zeros(n * m, dtype=np.int64)
+    for j in range(B):
+        acc += chosen[:, j]
+        within += acc <= target
+    within = within.reshape(n, m)
     return np.minimum(b * B + np.minimum(within, B - 1), n_vocab - 1)
+
+
+class _Scratch(threading.local):
+    """Per-thread float32 and bool buffers of a block's shape, reused from block to block: a
+    fresh [rows, vocab] temporary per step would be page-faulted in and handed back to the
+    kernel each time (they are above malloc's mmap threshold), which cost more than the numerics
+    themselves."""
+
+    def get(self, name: str, shape: tuple[int, int], dtype: Any) -> np.ndarray:
+        size = shape[0] * shape[1]
+        buf = self.__dict__.get(name)
+        if buf is None or buf.size < size or buf.dtype != dtype:
+            buf = np.empty(size, dtype=dtype)
+            self.__dict__[name] = buf
+        return buf[:size].reshape(shape)
+
+
+_scratch = _Scratch()
+
+
+def _top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of logits ``x`` [n, vocab], k < vocab: the columns of its k largest values in
+    ascending order ([n, k]), its largest value, and the column of it (the first, as ``argmax``).
+
+    The k-th largest value comes from partitioning a copy of the values (no int64 index carried
+    through the selection), and the columns at or above it from one comparison, already in
+    ascending order. Where values equal to the k-th largest make more than k columns qualify (or
+    a row holds NaN), that row takes ``argpartition``'s pick, sorted."""
+    n, n_vocab = x.shape
+    part = _scratch.get("part", x.shape, np.float32)
+    np.copyto(part, x)
+    part.partition(n_vocab - k, axis=1)
+    kth = part[:, n_vocab - k]
+    mx = part[:, n_vocab - k:].max(axis=1)
+    mask = np.greater_equal(x, kth[:, None], out=_scratch.get("mask", x.shape, np.bool_))
+    flat = np.flatnonzero(mask)  # row-major: each row's columns ascending, rows in order
+    row_of = flat // n_vocab
+    exact = np.bincount(row_of, minlength=n) == k
+    if exact.all():
+        top = (flat - row_of * n_vocab).reshape(n, k)
+    else:
+        top = np.empty((n, k), dtype=np.intp)
+        keep = exact[row_of]
+        top[exact] = (flat[keep] - row_of[keep] * n_vocab).reshape(-1, k)
+        for i in np.flatnonzero(~exact):
+            top[i] = np.sort(np.argpartition(x[i], n_vocab - k)[n_vocab - k:])
+            mx[i] = x[i].max()
+    top_vals = np.take_along_axis(x, top, axis=1)
+    top1 = np.take_along_axis(top, top_vals.argmax(axis=1)[:, None], axis=1)[:, 0]
+    for i in np.flatnonzero(~exact):
+        top1[i] = x[i].argmax()
+    return top, mx, top1
 
 
 def _reference_rows(x: np.ndarray, next_tokens: np.ndarray, offsets: np.ndarray, k: int, m: int) -> RefBlock:
     n, n_vocab = x.shape
     if k < n_vocab:
-        top = np.argpartition(x, n_vocab - k, axis=1)[:, n_vocab - k:]
-        top.sort(axis=1)
+        top, mx, top1 = _top_k(x, k)
     else:
         top = np.ascontiguousarray(np.broadcast_to(np.arange(n_vocab), (n, n_vocab)))
-    lse, rest, e = _lse_and_rest(x, top)
+        mx, top1 = x.max(axis=1), x.argmax(axis=1)
+    lse, rest, e, sums = _lse_and_rest(x, top, mx, out=_scratch.get("e", x.shape, np.float32))
     tail_idx = np.zeros((n, m), dtype=np.int64)
     tail_mass = np.zeros(n, dtype=np.float64)
     if m:
         tail_mass[:] = rest
-        tail_idx[:] = _systematic_sample(e, offsets, m)
+        tail_idx[:] = _systematic_sample(e, offsets, m, sums)
         empty = (rest <= 0.0) | ~np.isfinite(rest)
         tail_idx[empty] = top[empty, :1]
     tail_lp = _lp_at(x, tail_idx, lse) if m else np.zeros((n, 0), dtype=np.float32)
     return RefBlock(top, _lp_at(x, top, lse), tail_idx, tail_lp, tail_mass, _nll(x, next_tokens, lse),
-                    x.argmax(axis=1).astype(np.int32))
+                    top1.astype(np.int32))
 
 
 def reference_block(logits: np.ndarray, next_tokens: np.ndarray, k: int, m: int, rng: np.random.Generator,
@@ -158,7 +242,7 @@ def reference_block(logits: np.ndarray, next_tokens: np.ndarray, k: int, m: int,
 
 def _compare_rows(x: np.ndarray, next_tokens: np.ndarray, ref: RefBlock) -> dict[str, np.ndarray]:
     top = ref.top_idx.astype(np.intp)
-    lse, q_rest, _ = _lse_and_rest(x, top)
+    lse, q_rest, _, _ = _lse_and_rest(x, top, out=_scratch.get("e", x.shape, np.float32))
     top_lp = ref.top_lp.astype(np.float64)
     head = (np.exp(top_lp) * (top_lp - _lp_at(x, top, lse))).sum(axis=1)
     if ref.tail_idx.shape[1]:

@@ -65,6 +65,9 @@ def run_child(job: dict[str, Any], *, on_event: Callable[[dict[str, Any]], None]
     # Large buffers always come from mmap and go back to the OS when freed, so a test's peak
     # RSS does not include a previous test's freed context (glibc otherwise raises the threshold).
     child_env.setdefault("MALLOC_MMAP_THRESHOLD_", "1048576")
+    # llama.cpp's threads own the cores; numpy's BLAS (the quality numerics' block sums) must not
+    # start threads of its own that spin beside them
+    child_env.setdefault("OPENBLAS_NUM_THREADS", "1")
     proc = subprocess.Popen(
         worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         start_new_session=True, env=child_env, bufsize=0,
