@@ -56,6 +56,7 @@ from lab.errors import Cancelled, LabError
 from lab.provenance import record_machine, run_extra
 
 if TYPE_CHECKING:
+    from lab.engine.runner import Spare
     from lab.library import LocalModel
     from lab.store import Store
 
@@ -176,8 +177,9 @@ def _progress_forwarder(on_event: OnEvent, run_id: str, model_filename: str, sta
 
 def ensure_reference(store: "Store", ref: "LocalModel", ref_row: dict[str, Any], options: QualityOptions,
                      text_path: Path, text_sha: str, *, machine_id: str, on_event: OnEvent,
-                     cancel: threading.Event | None = None) -> ReferenceCache:
-    """The reference's cached log-probabilities for this text and context, built if needed."""
+                     cancel: threading.Event | None = None, spare: "Spare | None" = None) -> ReferenceCache:
+    """The reference's cached log-probabilities for this text and context, built if needed (in
+    ``spare``'s worker when one is given and still untaken)."""
     from lab.engine.runner import run_child
 
     key = cache_key(ref_row["id"], text_sha, options.n_ctx, options.top_k, options.tail_samples)
@@ -200,7 +202,7 @@ def ensure_reference(store: "Store", ref: "LocalModel", ref_row: dict[str, Any],
                               model_filename=ref_row["model_filename"], config=config, **run_extra())
     handle = _progress_forwarder(on_event, run_id, ref_row["model_filename"], "reference")
     outcome = run_child({"kind": "quality", "payload": payload}, on_event=handle, cancel=cancel,
-                        timeout=options.timeout)
+                        timeout=options.timeout, worker=spare.take() if spare else None)
     rows = handle.rows  # type: ignore[attr-defined]
     store.finish_run(run_id, outcome.status, error=outcome.error, exit_code=outcome.exit_code,
                      signal=outcome.signal, log_tail=None if outcome.status == "ok" else outcome.log_tail,
@@ -220,10 +222,19 @@ def measure_quality(store: "Store", options: QualityOptions, *, on_event: OnEven
     """Measure every model of ``options`` against the reference; store and return one
     ``quality`` row per model (failed models get a row with ``status`` and ``error`` only in
     the returned list, and their run is recorded as failed)."""
+    from lab.engine.runner import Spare
+
+    _validate(options)
+    # the first engine child starts now and loads llama.cpp while the files are hashed and stored
+    with Spare() as spare:
+        return _measure(store, options, on_event, cancel, spare)
+
+
+def _measure(store: "Store", options: QualityOptions, on_event: OnEvent | None,
+             cancel: threading.Event | None, spare: "Spare") -> list[dict[str, Any]]:
     from lab import library
     from lab.engine.runner import run_child
 
-    _validate(options)
     emit_event: OnEvent = on_event or (lambda _e: None)
     from lab.hardware import default_threads
 
@@ -237,7 +248,7 @@ def measure_quality(store: "Store", options: QualityOptions, *, on_event: OnEven
     ref_row = library.register(store, ref)
     cand_rows = [library.register(store, m) for m in candidates]
     cache = ensure_reference(store, ref, ref_row, options, text_path, text_sha, machine_id=machine_id,
-                             on_event=emit_event, cancel=cancel)
+                             on_event=emit_event, cancel=cancel, spare=spare)
     emit_event({"event": "reference_ready", "path": str(cache.path), "bytes": cache.bytes,
                 "built": cache.built, "n_chunk": cache.meta["n_chunk"], "ppl_ref": cache.meta["ppl_ref"]})
     n_chunks = min(options.n_chunks or cache.meta["n_chunk"], cache.meta["n_chunk"])
@@ -255,7 +266,7 @@ def measure_quality(store: "Store", options: QualityOptions, *, on_event: OnEven
                                   model_filename=row["model_filename"], config=config, **run_extra())
         handle = _progress_forwarder(emit_event, run_id, row["model_filename"], "compare")
         outcome = run_child({"kind": "quality", "payload": payload}, on_event=handle, cancel=cancel,
-                            timeout=options.timeout)
+                            timeout=options.timeout, worker=spare.take())
         rows = handle.rows  # type: ignore[attr-defined]
         figures = rows[-1] if rows and outcome.status == "ok" else None
         store.finish_run(run_id, outcome.status, error=outcome.error, exit_code=outcome.exit_code,

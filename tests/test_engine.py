@@ -223,6 +223,26 @@ def test_worker_protocol_direct(tiny_gguf: Path) -> None:
     assert events[-2]["rss_reset_failed"] is False  # /proc/self/clear_refs is writable here
 
 
+def test_a_spare_worker_runs_a_job_and_an_untaken_one_is_stopped(tiny_gguf: Path) -> None:
+    import psutil
+
+    from lab.engine.runner import Spare
+
+    job = BenchJob(ModelParams(str(tiny_gguf), repack=False), [BenchItem(TestSpec(n_gen=4), ContextParams(n_threads=1))],
+                   repetitions=2)
+    with Spare() as spare:
+        worker = spare.take()
+        assert worker is not None and spare.take() is None
+        events: list[dict] = []
+        out = run_child(job.to_wire(), on_event=events.append, worker=worker)
+    assert out.status == "ok" and events[0]["pid"] == worker.pid and events[-1]["event"] == protocol.DONE
+    assert len(events[-2]["samples_ns"]) == 2
+    with Spare() as unused:
+        pid = unused._proc.pid
+        assert psutil.pid_exists(pid)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
 def test_unknown_job_kind_is_reported(tmp_path: Path) -> None:
     events: list[dict] = []
     out = run_child({"kind": "nope", "payload": {}}, on_event=events.append)

@@ -48,17 +48,9 @@ def worker_command() -> list[str]:
     return [sys.executable, "-m", "lab.engine.worker"]
 
 
-def run_child(job: dict[str, Any], *, on_event: Callable[[dict[str, Any]], None],
-              on_log: Callable[[str], None] | None = None, cancel: threading.Event | None = None,
-              timeout: float | None = None, on_start: Callable[[int], None] | None = None,
-              env: dict[str, str] | None = None) -> ChildOutcome:
-    """Run one job in a fresh worker process; blocks until it ends.
-
-    ``on_event`` gets every event dict in order, on this thread. ``on_log`` gets llama.cpp's
-    stderr lines, on a reader thread. ``on_start`` gets the child's pid before the first event
-    (for the monitor). A ``KeyboardInterrupt`` here stops the child and is re-raised after the
-    outcome has been recorded in the returned object's ``extra["interrupted"]``.
-    """
+def spawn_worker(env: dict[str, str] | None = None, *, preload: bool = False) -> subprocess.Popen:
+    """Start a worker that waits for its job on stdin. ``preload``: it loads llama.cpp while it
+    waits (for a worker started ahead of the bookkeeping that precedes its job)."""
     child_env = dict(os.environ if env is None else env)
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     child_env["RIGHTSIZER_ENGINE_PARENT"] = str(os.getpid())  # see worker.die_with_parent
@@ -68,10 +60,71 @@ def run_child(job: dict[str, Any], *, on_event: Callable[[dict[str, Any]], None]
     # llama.cpp's threads own the cores; numpy's BLAS (the quality numerics' block sums) must not
     # start threads of its own that spin beside them
     child_env.setdefault("OPENBLAS_NUM_THREADS", "1")
-    proc = subprocess.Popen(
+    if preload:
+        child_env["RIGHTSIZER_ENGINE_PRELOAD"] = "1"
+    return subprocess.Popen(
         worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         start_new_session=True, env=child_env, bufsize=0,
     )
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End a worker that was never given a job, and close its pipes."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+class Spare:
+    """A worker started ahead of time, so that its start and its loading of llama.cpp overlap
+    the parent's bookkeeping (hashing, the store) before the first job. ``take()`` hands it to
+    ``run_child`` once; leaving the ``with`` block stops it if no job took it."""
+
+    def __init__(self, env: dict[str, str] | None = None):
+        self._proc: subprocess.Popen | None = spawn_worker(env, preload=True)
+
+    def take(self) -> subprocess.Popen | None:
+        proc, self._proc = self._proc, None
+        return proc
+
+    def close(self) -> None:
+        proc = self.take()
+        if proc is not None:
+            _stop(proc)
+
+    def __enter__(self) -> "Spare":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run_child(job: dict[str, Any], *, on_event: Callable[[dict[str, Any]], None],
+              on_log: Callable[[str], None] | None = None, cancel: threading.Event | None = None,
+              timeout: float | None = None, on_start: Callable[[int], None] | None = None,
+              env: dict[str, str] | None = None, worker: subprocess.Popen | None = None) -> ChildOutcome:
+    """Run one job in a fresh worker process (``worker``: one from ``Spare.take()``, else a new
+    one started with ``env``); blocks until it ends.
+
+    ``on_event`` gets every event dict in order, on this thread. ``on_log`` gets llama.cpp's
+    stderr lines, on a reader thread. ``on_start`` gets the child's pid before the first event
+    (for the monitor). A ``KeyboardInterrupt`` here stops the child and is re-raised after the
+    outcome has been recorded in the returned object's ``extra["interrupted"]``.
+    """
+    proc = worker if worker is not None else spawn_worker(env)
     if on_start is not None:
         on_start(proc.pid)
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)

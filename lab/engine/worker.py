@@ -101,6 +101,10 @@ def main() -> int:
     # The parent cancels with SIGTERM; exit promptly without a Python traceback.
     signal.signal(signal.SIGTERM, lambda *_: os._exit(143))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides on Ctrl-C
+    if os.environ.get("RIGHTSIZER_ENGINE_PRELOAD") == "1":
+        from lab.engine import llm
+
+        llm.lib()  # started ahead of its job: load llama.cpp while the parent prepares it
     try:
         job = json.loads(sys.stdin.read())
     except ValueError as exc:
