@@ -465,18 +465,23 @@ class Rightsizer:
 
     # --- the whole question -------------------------------------------------------------------
 
+    def _stop_if_cancelled(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            from lab.errors import Cancelled
+
+            raise Cancelled("figures measured so far are stored; ask again to go on")
+
     def _measure(self, v: Verdict, stages: list[str], rank_against: Verdict | None = None) -> None:
         for stage in stages:
             if v.status in ("fail", "error"):
                 return
-            if self.cancel is not None and self.cancel.is_set():
-                from lab.errors import Cancelled
-
-                raise Cancelled("figures measured so far are stored; ask again to go on")
+            self._stop_if_cancelled()
             self.say(f"{v.name}: {stage}")
             try:
                 self.run_stage(v, stage, rank_against)
             except _Failed as exc:
+                # a measurement the user stopped is not the candidate's failure
+                self._stop_if_cancelled()
                 v.status, v.reason = "error", str(exc)
                 self.say(f"{v.name}: error: {exc}")
 
@@ -520,6 +525,8 @@ class Rightsizer:
             if v.status == "pending":
                 self._measure(v, ["memory"])
         pick = (self._decide_by_header if PREFER_STAGE[q.prefer] == "memory" else self._decide_by_measure)(cands)
+        # stopped during the last candidate: no verdict from half a question
+        self._stop_if_cancelled()
         if pick is not None:
             pick.status = "pick"
             if pick.pull_spec is not None:  # judged from its header alone: the command line needs the file

@@ -300,3 +300,27 @@ def test_ranks_below_needs_both_intervals_apart(tmp_path: Path, demo_gguf: Path)
     fast = Verdict(Path("e.gguf"), "e", "Q4_0", 1, figures={"tg_ts": 100.0, "tg_ts_low": 95.0, "tg_ts_high": 105.0})
     slow = Verdict(Path("f.gguf"), "f", "Q8_0", 2, figures={"tg_ts": 80.0, "tg_ts_low": 70.0, "tg_ts_high": 90.0})
     assert rs.ranks_below(slow, fast) and not rs.ranks_below(fast, slow)
+
+
+def test_a_cancel_during_the_last_candidate_ends_cancelled_not_in_a_verdict(tmp_path: Path) -> None:
+    import threading
+
+    from lab.errors import Cancelled
+    from lab.question import Question as Q
+    from lab.rightsize import rightsize
+
+    store = Store(tmp_path / "r.db")
+    cancel = threading.Event()
+    said: list[str] = []
+
+    def progress(message: str) -> None:
+        said.append(message)
+        if message.endswith(": speed"):  # the only candidate's bench is about to start
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        rightsize(store, Q(model="demo", types=[], limits={"min_tg": 1.0}, n_threads=2, n_gen=4, n_prompt=0),
+                  on_progress=progress, cancel=cancel)
+    assert any(m.endswith(": speed") for m in said)
+    run = store.query("select * from runs where kind = 'rightsize'")[0]
+    assert run["status"] == "cancelled" and run["verdict"] is None

@@ -137,6 +137,7 @@ class RightsizerApp(App[None]):
         self.bench_cancel: threading.Event | None = None
         self.rightsize_fields: dict[str, str] = {}  # the last right-size form, offered again
         self.rightsize_running = False  # a right-size question is being answered (one run at a time)
+        self.rightsize_cancel: threading.Event | None = None  # set: the question stops, its figures kept
         self.poll_interval = poll_interval
         self.cursor_blink = cursor_blink
         self.default_context = context or self._settings_context()
@@ -321,7 +322,7 @@ class RightsizerApp(App[None]):
 
     # -- leaving
     async def action_quit(self) -> None:
-        if not self.live.active:
+        if not self.live.active and not self.rightsize_running:
             self.exit()
             return
         from lab.tui.screens.dialogs import ConfirmScreen
@@ -331,13 +332,20 @@ class RightsizerApp(App[None]):
                 self.stop_run()
                 self.exit()
 
-        self.push_screen(ConfirmScreen("A benchmark is running. Cancel it and quit? Finished tests are kept.",
-                                       yes="Cancel run and quit", no="Keep running"), answered)
+        if self.live.active:
+            question, yes = "A benchmark is running. Cancel it and quit? Finished tests are kept.", "Cancel run and quit"
+        else:
+            question = "A right-size question is being answered. Stop it and quit? Figures measured so far are kept."
+            yes = "Stop and quit"
+        self.push_screen(ConfirmScreen(question, yes=yes, no="Keep running"), answered)
 
     def stop_run(self) -> None:
-        """Ask the bench thread to stop its engine child (it records the run as cancelled)."""
+        """Ask the bench thread and the right-size question to stop their engine children (they
+        record their runs as cancelled)."""
         if self.bench_cancel is not None:
             self.bench_cancel.set()
+        if self.rightsize_cancel is not None:
+            self.rightsize_cancel.set()
 
     def on_unmount(self) -> None:
         # However the app ends, no engine child outlives it.

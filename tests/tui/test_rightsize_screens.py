@@ -182,6 +182,23 @@ async def test_escape_cancels_the_question_and_keeps_what_was_stored(make_app, s
     assert len(built) == 1 and Path(built[0]["path"]).is_file()
 
 
+async def test_quitting_during_a_question_asks_then_stops_it_as_cancelled(make_app, seeded_db: Path) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await _ask(app, pilot, "1e9")
+        await wait_for(pilot, lambda: any(": bench tg16" in line for line in screen.lines), timeout=30)
+        await pilot.press("q")
+        assert type(app.screen).__name__ == "ConfirmScreen"
+        assert "right-size question is being answered" in screen_text(app)
+        await pilot.press("n")  # keep it running
+        assert screen.running and not screen.cancel.is_set() and app.is_running
+        await pilot.press("q", "y")
+        assert screen.cancel.is_set()
+        await wait_for(pilot, lambda: not screen.running, timeout=30)
+    runs = Store(seeded_db).query("select status from runs where kind = 'rightsize'")
+    assert [r["status"] for r in runs] == ["cancelled"]
+
+
 def _add_endpoint(db: Path) -> str:
     from lab.endpoints import add_endpoint
 

@@ -174,6 +174,7 @@ class RightsizeRunScreen(Screen[None]):
     def _set_running(self, running: bool, status: str = "") -> None:
         self.running = running
         self.app.rightsize_running = running  # type: ignore[attr-defined]
+        self.app.rightsize_cancel = self.cancel if running else None  # type: ignore[attr-defined]
         self.app.run_status = "● right-sizing" if running else status  # type: ignore[attr-defined]
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="rightsize", name="rightsize")
