@@ -185,8 +185,13 @@ async def test_escape_cancels_the_question_and_keeps_what_was_stored(make_app, s
 async def test_quitting_during_a_question_asks_then_stops_it_as_cancelled(make_app, seeded_db: Path) -> None:
     app = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
-        screen = await _ask(app, pilot, "1e9")
-        await wait_for(pilot, lambda: any(": bench tg16" in line for line in screen.lines), timeout=30)
+        # a bench long enough (10 x 1024 tokens) to still be running while the dialog is open
+        await _open_form(app, pilot)
+        _fill(app, types="none", min_tg="1e9", repetitions="10", n_gen="1024", threads="2")
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "RightsizeRunScreen")
+        screen = app.screen
+        await wait_for(pilot, lambda: any(": bench tg1024" in line for line in screen.lines), timeout=30)
         await pilot.press("q")
         assert type(app.screen).__name__ == "ConfirmScreen"
         assert "right-size question is being answered" in screen_text(app)
