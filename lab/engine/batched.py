@@ -17,9 +17,10 @@ For one row (PP, TG, B):
 
 Two choices differ from llama-batched-bench on purpose, for memory figures that belong to the row:
 each row gets its own context of exactly N_KV tokens and B sequences (llama-batched-bench sizes
-one context of ``-c`` tokens for the whole sweep; attention spans only the cells in use, so the
-speed does not depend on it), and each row is warmed up by one untimed run with a single TG step
-(llama-batched-bench decodes 16 tokens once per sweep), as llama-bench warms up every test.
+one context of ``-c`` tokens for the whole sweep; attention spans only the cells in use, and
+alternating runs of both sizes showed no difference beyond the machine's noise), and each row is
+warmed up by one untimed run with a single TG step (llama-batched-bench decodes 16 tokens once per
+sweep), as llama-bench warms up every test.
 """
 
 from __future__ import annotations
