@@ -14,6 +14,8 @@ For one row (PP, TG, B):
   S_PP = prompt tokens / T_PP (PP when shared, else B*PP); S_TG = B*TG / T_TG; T = T_PP + T_TG;
   S = (prompt tokens + B*TG) / T.
 * The KV cache is cleared before every repetition.
+* The context has no persistent threadpool attached (llama.cpp makes one per graph), as in
+  llama-batched-bench; llama-bench's tests get one.
 
 Two choices differ from llama-batched-bench on purpose, for memory figures that belong to the row:
 each row gets its own context of exactly N_KV tokens and B sequences (llama-batched-bench sizes
@@ -176,7 +178,7 @@ def run_batched_test(bench: Any, index: int, test: TestSpec, cp: ContextParams) 
     import numpy as np
 
     L = bench.llm.lib()
-    ctx = bench.context(cp, n_ctx_required(test), (test.n_seq, test.kv_unified))
+    ctx = bench.context(cp, n_ctx_required(test), (test.n_seq, test.kv_unified), pool=False)
     row = _Row(L, test, cp.n_batch, bench.model.n_vocab, np.random.default_rng(bench.job.seed + index))
     try:
         if bench.job.warmup:

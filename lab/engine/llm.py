@@ -212,7 +212,9 @@ class Context:
 
     def __init__(self, model: Model, *, n_ctx: int, n_batch: int = 2048, n_ubatch: int = 512,
                  n_threads: int = 1, flash_attn: int = -1, type_k: str = "f16", type_v: str = "f16",
-                 n_seq_max: int = 1, kv_unified: bool = False):
+                 n_seq_max: int = 1, kv_unified: bool = False, threadpool: bool = True):
+        """``threadpool``: attach a persistent ggml threadpool (llama-bench's way); without one
+        llama.cpp makes one per graph, as llama-batched-bench and llama-perplexity run."""
         L = lib()
         p = L.llama_context_default_params()
         p.n_ctx = int(n_ctx)
@@ -242,7 +244,8 @@ class Context:
         self._batch_all: Any = None
         self._batch_all_n = 0
         self._threadpool: Any = None
-        self.attach_threadpool(int(n_threads))
+        if threadpool:
+            self.attach_threadpool(int(n_threads))
 
     def attach_threadpool(self, n_threads: int, poll: int = 50) -> bool:
         """Give the context a persistent ggml threadpool that polls between graphs, as

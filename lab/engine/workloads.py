@@ -72,28 +72,32 @@ class Bench:
         )
 
     @staticmethod
-    def _key(cp: ContextParams, n_ctx: int, seqs: tuple[int, bool] = (1, False)) -> tuple[Any, ...]:
-        return (cp.n_batch, cp.n_ubatch, cp.flash_attn, cp.type_k, cp.type_v, n_ctx, seqs)
+    def _key(cp: ContextParams, n_ctx: int, seqs: tuple[int, bool] = (1, False), pool: bool = True) -> tuple[Any, ...]:
+        return (cp.n_batch, cp.n_ubatch, cp.flash_attn, cp.type_k, cp.type_v, n_ctx, seqs, pool)
 
-    def release_unless(self, cp: ContextParams, n_ctx: int, seqs: tuple[int, bool] = (1, False)) -> None:
+    def release_unless(self, cp: ContextParams, n_ctx: int, seqs: tuple[int, bool] = (1, False),
+                       pool: bool = True) -> None:
         """Free the current context when the next test needs another one, and hand the memory
         back to the OS, so that the next test's peak RSS is its own (as in a fresh process).
         ``seqs``: the context's sequences and whether their KV cache is unified."""
-        if self.ctx is not None and self._key(cp, n_ctx, seqs) != self._ctx_key:
+        if self.ctx is not None and self._key(cp, n_ctx, seqs, pool) != self._ctx_key:
             self.ctx.close()
             self.ctx = None
             self._ctx_key = None
             _malloc_trim()
 
-    def context(self, cp: ContextParams, n_ctx: int, seqs: tuple[int, bool] = (1, False)) -> Any:
-        key = self._key(cp, n_ctx, seqs)
+    def context(self, cp: ContextParams, n_ctx: int, seqs: tuple[int, bool] = (1, False), pool: bool = True) -> Any:
+        """The context for a test, reused while the next test needs the same one. ``pool``: a
+        persistent threadpool (llama-bench's tests) or llama.cpp's own per graph (the batched
+        rows, as llama-batched-bench runs them)."""
+        key = self._key(cp, n_ctx, seqs, pool)
         if self.ctx is None or key != self._ctx_key:
             self.release_unless(cp, -1)
             self.llm.take_allocated()
             self.ctx = self.llm.Context(
                 self.model, n_ctx=n_ctx, n_batch=cp.n_batch, n_ubatch=cp.n_ubatch, n_threads=cp.n_threads,
                 flash_attn=cp.flash_attn, type_k=cp.type_k, type_v=cp.type_v, n_seq_max=seqs[0],
-                kv_unified=seqs[1],
+                kv_unified=seqs[1], threadpool=pool,
             )
             self._ctx_key = key
             self._depth_state = None
@@ -261,7 +265,7 @@ def run_bench_job(payload: dict[str, Any], emit: Emit) -> None:
         for index, item in enumerate(job.items):
             test, cp = item.test, item.ctx
             emit(protocol.TEST_START, index=index, test=test.name, reps=job.repetitions if test.kind != "chat" else len(job.prompts))
-            bench.release_unless(cp, bench.n_ctx_for(test), (test.n_seq, test.kv_unified))
+            bench.release_unless(cp, bench.n_ctx_for(test), (test.n_seq, test.kv_unified), test.kind != "batched")
             reset_ok = reset_peak_rss()
             if test.kind == "batched":
                 from lab.engine.batched import run_batched_test
