@@ -87,7 +87,7 @@ async def test_cancel_keeps_finished_tests_and_keys_answer_during_tg(make_app, t
     async with app.run_test(size=(120, 36)) as pilot:
         await wait_for(pilot, lambda: app.screens_built)  # as a user reading the first screen
         await open_run_screen(app, pilot)
-        fill(app, models=str(tiny_gguf), n_prompt="16", n_gen="1024", repetitions="30", chat="0")
+        fill(app, models=str(tiny_gguf), n_prompt="16", n_gen="1024", repetitions="200", chat="0")  # cancelled below
         await pilot.press("ctrl+r")
         await wait_for(pilot, lambda: app.live.test_name == "tg1024" and app.live.reps_done >= 1, timeout=90)
         # while tg runs, a key is answered (the other screen drawn) within 100 ms, first visits too
