@@ -68,21 +68,27 @@ def spawn_worker(env: dict[str, str] | None = None, *, preload: bool = False) ->
     )
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """End a worker that was never given a job, and close its pipes."""
-    if proc.poll() is None:
+def _terminate(proc: subprocess.Popen) -> None:
+    """SIGTERM to the worker's process group, SIGKILL after 3 s if it is still there."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=3)
+    except subprocess.TimeoutExpired:
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        try:
-            proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End a worker that was never given a job, and close its pipes."""
+    _terminate(proc)
+    proc.wait()
     for stream in (proc.stdin, proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
@@ -150,17 +156,7 @@ def run_child(job: dict[str, Any], *, on_event: Callable[[dict[str, Any]], None]
         if proc.poll() is not None:
             return
         stop_reason.setdefault("reason", reason)
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _terminate(proc)
 
     def watch() -> None:
         # Waits on the cancel event itself rather than polling it: a cancel acts at once, and
