@@ -41,9 +41,14 @@ async def _ask(app, pilot, min_tg: str) -> Any:
     """From the Library: r on the tiny model, its Q8_0 as the one built candidate, tg16 at least
     ``min_tg`` t/s measured with 2 repetitions; returns the progress screen."""
     await _open_form(app, pilot)
-    _fill(app, types="Q8_0", min_tg=min_tg, repetitions="2", n_gen="16", threads="2")
+    # the model named outright: a library rescan between the cursor move and r must not change it
+    _fill(app, model="tiny-llama-2L.gguf", types="Q8_0", min_tg=min_tg, repetitions="2", n_gen="16", threads="2")
     await pilot.press("ctrl+r")
-    await wait_for(pilot, lambda: type(app.screen).__name__ == "RightsizeRunScreen")
+    try:
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "RightsizeRunScreen", timeout=30)
+    except AssertionError:
+        shown = _error(app) if type(app.screen).__name__ == "RightsizeFormScreen" else type(app.screen).__name__
+        raise AssertionError(f"the question did not start: {shown}") from None
     return app.screen
 
 
@@ -187,7 +192,7 @@ async def test_quitting_during_a_question_asks_then_stops_it_as_cancelled(make_a
     async with app.run_test(size=(120, 36)) as pilot:
         # a bench long enough (10 x 1024 tokens) to still be running while the dialog is open
         await _open_form(app, pilot)
-        _fill(app, types="none", min_tg="1e9", repetitions="10", n_gen="1024", threads="2")
+        _fill(app, model="tiny-llama-2L.gguf", types="none", min_tg="1e9", repetitions="10", n_gen="1024", threads="2")
         await pilot.press("ctrl+r")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "RightsizeRunScreen")
         screen = app.screen
