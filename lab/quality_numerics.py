@@ -197,11 +197,10 @@ def _top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         top[exact] = (flat[keep] - row_of[keep] * n_vocab).reshape(-1, k)
         for i in np.flatnonzero(~exact):
             top[i] = np.sort(np.argpartition(x[i], n_vocab - k)[n_vocab - k:])
-            mx[i] = x[i].max()
     top_vals = np.take_along_axis(x, top, axis=1)
     top1 = np.take_along_axis(top, top_vals.argmax(axis=1)[:, None], axis=1)[:, 0]
-    for i in np.flatnonzero(~exact):
-        top1[i] = x[i].argmax()
+    if not exact.all():  # a tie at the k-th value or a NaN: the row's own maximum and argmax
+        mx[~exact], top1[~exact] = x[~exact].max(axis=1), x[~exact].argmax(axis=1)
     return top, mx, top1
 
 

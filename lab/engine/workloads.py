@@ -265,7 +265,7 @@ def run_bench_job(payload: dict[str, Any], emit: Emit) -> None:
         for index, item in enumerate(job.items):
             test, cp = item.test, item.ctx
             emit(protocol.TEST_START, index=index, test=test.name, reps=job.repetitions if test.kind != "chat" else len(job.prompts))
-            bench.release_unless(cp, bench.n_ctx_for(test), (test.n_seq, test.kv_unified), test.kind != "batched")
+            bench.release_unless(cp, bench.n_ctx_for(test), (test.n_seq, test.kv_unified), pool=test.kind != "batched")
             reset_ok = reset_peak_rss()
             if test.kind == "batched":
                 from lab.engine.batched import run_batched_test
