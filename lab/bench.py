@@ -267,6 +267,8 @@ class _RunRecorder:
 
     def __init__(self, store: Any, planned: PlannedRun, run_id: str, machine: dict[str, Any],
                  model_row: dict[str, Any], on_event: OnEvent):
+        from lab.monitor import WindowTag
+
         self.store = store
         self.planned = planned
         self.run_id = run_id
@@ -276,6 +278,7 @@ class _RunRecorder:
         self.sampler: Any = None
         self.t0 = time.monotonic()
         self.current_test: str | None = None
+        self.tag = WindowTag()
         self.tokens = 0
         self.loaded: dict[str, Any] = {}
         self.results: list[dict[str, Any]] = []
@@ -288,7 +291,7 @@ class _RunRecorder:
     # sampler thread
     def on_sample(self, sample: Any) -> None:
         row = sample.to_row()
-        row.update(run_id=self.run_id, test=self.current_test, tokens=self.tokens)
+        row.update(run_id=self.run_id, test=self.tag.of(sample), tokens=self.tokens)
         with self._lock:
             self._samples.append(row)
         self.on_event({"event": "sample", "run_id": self.run_id, "sample": row})
@@ -321,6 +324,7 @@ class _RunRecorder:
             self.store.update_run(self.run_id, **fields, **self.storage())
         elif kind == protocol.TEST_START:
             self.current_test = event["test"]
+            self.tag.begin(event["test"], self.sampler)
             self.tokens = 0
             self._rep_start, self._spans = None, []
             if self.sampler is not None:
@@ -335,6 +339,7 @@ class _RunRecorder:
             row = self.result_row(event)
             # samples from here to the next test's start (its context, warm-up) are not this test's
             self.current_test = None
+            self.tag.end()
             self.store.add_result(row)
             self.flush_samples()
             self.results.append(row)

@@ -141,10 +141,12 @@ class _Recorder:
     """One child's events as stored rows, and live events for the face."""
 
     def __init__(self, run: "_Run", levels: list[dict[str, Any]]):
+        from lab.monitor import WindowTag
+
         self.run, self.levels = run, levels
         self.sampler: Any = None
         self.loaded: dict[str, Any] = {}
-        self.current: str | None = None
+        self.tag = WindowTag()
         self.done: list[dict[str, Any]] = []
         self.rows: list[dict[str, Any]] = []
         self._samples: list[dict[str, Any]] = []
@@ -158,7 +160,7 @@ class _Recorder:
 
     def on_sample(self, sample: Any) -> None:
         row = sample.to_row()
-        row.update(run_id=self.run.run_id, test=self.current, tokens=None)
+        row.update(run_id=self.run.run_id, test=self.tag.of(sample), tokens=None)
         with self._lock:
             self._samples.append(row)
         self.run.emit({"event": "sample", "run_id": self.run.run_id, "sample": row})
@@ -173,7 +175,8 @@ class _Recorder:
         if kind == protocol.LOADED:
             self.loaded = event
         elif kind == protocol.TEST_START:
-            self.current, self.done = event["test"], []
+            self.tag.begin(event["test"], self.sampler)
+            self.done = []
             if self.sampler is not None:
                 self.sampler.begin_window()
             level = self.levels[event["index"]]
@@ -188,7 +191,7 @@ class _Recorder:
             window = self.sampler.end_window() if self.sampler is not None else None
             # the child goes on to the next level's context while this one is stored: samples
             # from now on are not this level's
-            self.current = None
+            self.tag.end()
             row = self.run.store_level(self.levels[event["index"]], event, self.loaded, window)
             self.flush_samples()
             self.rows.append(row)

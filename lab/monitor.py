@@ -330,6 +330,27 @@ def energy_over(spans: list[tuple[EnergyReading, EnergyReading]], sources: list[
 # The sampler
 
 
+class WindowTag:
+    """The name of the test a sample belongs to. The sampler thread reads a sample and hands it
+    over a moment later; a test that began in between must not claim it (its memory is the
+    previous state's), so only samples read after the test's start carry its name."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self._since: float | None = None
+
+    def begin(self, name: str, sampler: "Sampler | None") -> None:
+        self._since = sampler.now() if sampler is not None else None  # before the name: see of()
+        self.name = name
+
+    def end(self) -> None:
+        self.name = None
+
+    def of(self, sample: Sample) -> str | None:
+        name, since = self.name, self._since
+        return name if name is not None and since is not None and sample.t >= since else None
+
+
 class Sampler:
     """Samples the process ``pid`` every ``interval`` seconds on a daemon thread.
 

@@ -188,6 +188,22 @@ def test_first_sample_at_once_and_stop_is_instant() -> None:
     assert time.monotonic() - t0 < 1.0
 
 
+def test_a_sample_read_before_a_test_began_is_not_that_tests() -> None:
+    from lab.monitor import WindowTag
+
+    sampler = Sampler(os.getpid(), interval=30)
+    tag = WindowTag()
+    before = sampler._take()  # read by the sampler thread, handed over only after the start below
+    tag.begin("pp16", sampler)
+    after = sampler._take()
+    assert after.t >= before.t
+    assert (tag.of(before), tag.of(after)) == (None, "pp16")
+    tag.end()
+    assert tag.of(after) is None
+    tag.begin("tg8", None)  # no sampler: nothing is claimed
+    assert tag.of(after) is None
+
+
 def test_end_window_without_begin_is_a_bug() -> None:
     sampler = Sampler(os.getpid())
     with pytest.raises(RuntimeError):
