@@ -227,9 +227,14 @@ def register(store: "Store", model: LocalModel | Path, **provenance: Any) -> dic
 
     if isinstance(model, Path):
         model = LocalModel(name=model.name, path=model, source="path", size=_size(model))
+    digest = sha256_file(model.path, store)
+    known = store.get("models", digest)
+    if not provenance and known is not None and _registered_as(known, model):
+        # the header's fields follow from the bytes the sha256 names: nothing to read or write
+        return known
     summary = inspect(model.path)
     row = {
-        "id": sha256_file(model.path, store),
+        "id": digest,
         "model_filename": model.path.name,
         "path": str(model.path),
         "name": summary.name,
@@ -253,6 +258,13 @@ def register(store: "Store", model: LocalModel | Path, **provenance: Any) -> dic
     row.update(provenance)
     store.upsert_model(row)
     return store.get("models", row["id"]) or row
+
+
+def _registered_as(row: dict[str, Any], model: LocalModel) -> bool:
+    """Whether a stored ``models`` row already says what registering ``model`` would write."""
+    return (row.get("path") == str(model.path) and row.get("model_filename") == model.path.name
+            and row.get("file_size") == (model.size or row.get("file_size")) and row.get("source") == model.source
+            and model.repo in (None, row.get("source_repo")) and model.revision in (None, row.get("source_revision")))
 
 
 # --- safe deletion ----------------------------------------------------------------------------

@@ -65,6 +65,21 @@ def test_resolve_errors(tmp_path: Path, lab_home: Path, tiny_gguf: Path) -> None
         library.resolve("Q4_0")
 
 
+def test_registering_an_unchanged_file_again_returns_its_stored_row(tiny_gguf: Path, tmp_path: Path) -> None:
+    store = Store(tmp_path / "lab.db")
+    row = library.register(store, tiny_gguf)
+    assert row["n_layer"] == 2 and row["source"] == "path"
+    # a mark the header cannot give: only a registration that reads nothing again keeps it
+    store.db["models"].update(row["id"], {"n_layer": 99})
+    assert library.register(store, tiny_gguf)["n_layer"] == 99
+    # the same bytes under another source, or with provenance, are read and written again
+    other = library.LocalModel(name=tiny_gguf.name, path=tiny_gguf, source="models", size=tiny_gguf.stat().st_size)
+    again = library.register(store, other)
+    assert again["n_layer"] == 2 and again["source"] == "models"
+    store.db["models"].update(row["id"], {"n_layer": 99})
+    assert library.register(store, other, base_model_id="base")["n_layer"] == 2
+
+
 def test_demo_resolves_and_registers(demo_gguf: Path, tmp_path: Path) -> None:
     m = library.resolve("demo")
     assert m.path == demo_gguf and m.source == "demo"
