@@ -175,6 +175,17 @@ def _progress_forwarder(on_event: OnEvent, run_id: str, model_filename: str, sta
     return handle
 
 
+def _usable_cache(ref_row: dict[str, Any], options: QualityOptions, text_sha: str) -> tuple[Path, dict[str, Any] | None]:
+    """The reference cache's folder, and its meta when it holds enough chunks for ``options``."""
+    path = cache_root() / cache_key(ref_row["id"], text_sha, options.n_ctx, options.top_k, options.tail_samples)
+    meta = read_cache_meta(path)
+    if meta is not None:
+        enough = (meta["n_chunk"] >= options.n_chunks) if options.n_chunks else meta["n_chunk"] >= meta["n_chunk_max"]
+        if enough:
+            return path, meta
+    return path, None
+
+
 def ensure_reference(store: "Store", ref: "LocalModel", ref_row: dict[str, Any], options: QualityOptions,
                      text_path: Path, text_sha: str, *, machine_id: str, on_event: OnEvent,
                      cancel: threading.Event | None = None, spare: "Spare | None" = None) -> ReferenceCache:
@@ -182,13 +193,9 @@ def ensure_reference(store: "Store", ref: "LocalModel", ref_row: dict[str, Any],
     ``spare``'s worker when one is given and still untaken)."""
     from lab.engine.runner import run_child
 
-    key = cache_key(ref_row["id"], text_sha, options.n_ctx, options.top_k, options.tail_samples)
-    path = cache_root() / key
-    meta = read_cache_meta(path)
+    path, meta = _usable_cache(ref_row, options, text_sha)
     if meta is not None:
-        enough = (meta["n_chunk"] >= options.n_chunks) if options.n_chunks else meta["n_chunk"] >= meta["n_chunk_max"]
-        if enough:
-            return ReferenceCache(path, meta, built=False)
+        return ReferenceCache(path, meta, built=False)
     payload = {
         "mode": "reference", "reference": str(ref.path), "reference_sha256": ref_row["id"],
         "text_path": str(text_path), "text_sha256": text_sha, "text_name": text_path.name,
@@ -218,16 +225,21 @@ def ensure_reference(store: "Store", ref: "LocalModel", ref_row: dict[str, Any],
 
 
 def measure_quality(store: "Store", options: QualityOptions, *, on_event: OnEvent | None = None,
-                    cancel: threading.Event | None = None) -> list[dict[str, Any]]:
+                    cancel: threading.Event | None = None, spare: "Spare | None" = None) -> list[dict[str, Any]]:
     """Measure every model of ``options`` against the reference; store and return one
     ``quality`` row per model (failed models get a row with ``status`` and ``error`` only in
-    the returned list, and their run is recorded as failed)."""
+    the returned list, and their run is recorded as failed).
+
+    ``spare``: a worker the caller started earlier still (before opening the store); by default
+    one starts here. Either way the first engine child loads llama.cpp while the files are
+    hashed and stored."""
     from lab.engine.runner import Spare
 
     _validate(options)
-    # the first engine child starts now and loads llama.cpp while the files are hashed and stored
-    with Spare() as spare:
+    if spare is not None:
         return _measure(store, options, on_event, cancel, spare)
+    with Spare() as own:
+        return _measure(store, options, on_event, cancel, own)
 
 
 def _measure(store: "Store", options: QualityOptions, on_event: OnEvent | None,
@@ -246,6 +258,10 @@ def _measure(store: "Store", options: QualityOptions, on_event: OnEvent | None,
     candidates = [library.resolve(m) for m in options.models]
     machine_id = record_machine(store)
     ref_row = library.register(store, ref)
+    # the spare worker loads the first job's model while the rest is stored
+    first = ref if _usable_cache(ref_row, options, text_sha)[1] is None else (candidates or [None])[0]
+    if first is not None:
+        spare.preload(str(first.path), n_gpu_layers=options.n_gpu_layers or 0)
     cand_rows = [library.register(store, m) for m in candidates]
     cache = ensure_reference(store, ref, ref_row, options, text_path, text_sha, machine_id=machine_id,
                              on_event=emit_event, cancel=cancel, spare=spare)

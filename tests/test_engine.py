@@ -243,6 +243,42 @@ def test_a_spare_worker_runs_a_job_and_an_untaken_one_is_stopped(tiny_gguf: Path
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
+_PRELOAD = """
+import sys
+from lab.engine import llm
+path = sys.argv[1]
+llm.preload(path, repack=False)
+model, freed = llm.take_preloaded(path, repack=False)
+print(model is not None and model.n_vocab, freed)
+model.close()
+llm.preload(path, repack=False)
+print(llm.take_preloaded(path, n_gpu_layers=1, repack=False))  # other settings: freed, not handed out
+print(llm.take_preloaded(path, repack=False))  # taken once only
+llm.preload(path + ".missing", repack=False)  # a file that does not load is left to the job
+print(llm.take_preloaded(path + ".missing", repack=False))
+"""
+
+
+def test_a_preloaded_model_goes_to_the_job_that_opens_it_with_the_same_settings(tiny_gguf: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", _PRELOAD, str(tiny_gguf)], capture_output=True, text=True, check=True)
+    from lab.gguf_info import inspect
+
+    n_vocab = inspect(tiny_gguf).n_vocab
+    assert out.stdout.splitlines() == [f"{n_vocab} False", "(None, True)", "(None, False)", "(None, False)"]
+
+
+def test_a_spare_told_to_preload_a_file_that_does_not_load_still_runs_its_job(tiny_gguf: Path, tmp_path: Path) -> None:
+    from lab.engine.runner import Spare
+
+    job = BenchJob(ModelParams(str(tiny_gguf), repack=False), [BenchItem(TestSpec(n_gen=4), ContextParams(n_threads=1))])
+    with Spare() as spare:
+        spare.preload(str(tmp_path / "missing.gguf"))
+        events: list[dict] = []
+        out = run_child(job.to_wire(), on_event=events.append, worker=spare.take())
+    assert out.status == "ok" and events[-1]["event"] == protocol.DONE
+    assert events[-2]["samples_ns"] and min(events[-2]["samples_ns"]) > 0
+
+
 def test_unknown_job_kind_is_reported(tmp_path: Path) -> None:
     events: list[dict] = []
     out = run_child({"kind": "nope", "payload": {}}, on_event=events.append)

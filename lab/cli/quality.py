@@ -166,6 +166,14 @@ def quality(models: tuple[str, ...], reference: str, text: Path | None, n_ctx: i
     """Perplexity and KL divergence of MODELS against --reference, as llama-perplexity
     --kl-divergence counts them: the text in chunks of -c tokens, the second half of each
     chunk scored. The reference's side is computed once and cached."""
+    from lab.engine.runner import Spare
+
+    with Spare() as spare:  # the engine starts before the store's imports and bookkeeping
+        _quality(spare, models, reference, text, n_ctx, chunks, threads, n_gpu_layers, timeout, fmt, db_path)
+
+
+def _quality(spare: Any, models: tuple[str, ...], reference: str, text: Path | None, n_ctx: int, chunks: int | None,
+             threads: int | None, n_gpu_layers: int, timeout: float | None, fmt: str, db_path: Path | None) -> None:
     from lab.quality import QualityOptions, measure_quality
 
     store = open_store(db_path)
@@ -190,7 +198,7 @@ def quality(models: tuple[str, ...], reference: str, text: Path | None, n_ctx: i
     try:
         rows = measure_quality(store, QualityOptions(
             models=list(models), reference=reference, text=text, n_ctx=n_ctx, n_chunks=chunks,
-            n_threads=threads, n_gpu_layers=n_gpu_layers, timeout=timeout), on_event=on_event)
+            n_threads=threads, n_gpu_layers=n_gpu_layers, timeout=timeout), on_event=on_event, spare=spare)
     finally:
         status.clear()
     for r in rows:

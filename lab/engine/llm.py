@@ -32,6 +32,31 @@ def lib() -> Any:
     return _L
 
 
+_preloaded: "tuple[tuple[str, int, bool | None], Model] | None" = None
+
+
+def preload(path: str, *, n_gpu_layers: int = 0, repack: bool | None = None) -> None:
+    """Load a model ahead of the job that will ask for it (a spare worker told which model comes
+    first). A file that does not load is left for the job itself to report."""
+    global _preloaded
+    try:
+        _preloaded = ((str(path), int(n_gpu_layers), repack), Model(path, n_gpu_layers=n_gpu_layers, repack=repack))
+    except LabError:
+        _preloaded = None
+
+
+def take_preloaded(path: str, *, n_gpu_layers: int = 0, repack: bool | None = None) -> "tuple[Model | None, bool]":
+    """(the preloaded model if it is this one with these settings, whether another was freed)."""
+    global _preloaded
+    slot, _preloaded = _preloaded, None
+    if slot is None:
+        return None, False
+    if slot[0] == (str(path), int(n_gpu_layers), repack):
+        return slot[1], False
+    slot[1].close()
+    return None, True
+
+
 def ggml_type(name: str) -> int:
     """``"q8_0"`` -> GGML_TYPE_Q8_0 (for -ctk/-ctv)."""
     value = getattr(lib(), f"GGML_TYPE_{name.upper()}", None)

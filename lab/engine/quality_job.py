@@ -122,9 +122,15 @@ def _with_last(arr: np.ndarray, n: int) -> np.ndarray:
 
 
 def _open(payload: dict[str, Any], path: str) -> Any:
+    """The model, taken from a spare worker's preload when it is this one."""
     from lab.engine import llm
+    from lab.engine.worker import reset_peak_rss
 
-    return llm.Model(path, n_gpu_layers=int(payload.get("n_gpu_layers") or 0), repack=payload.get("repack"))
+    n_gpu_layers, repack = int(payload.get("n_gpu_layers") or 0), payload.get("repack")
+    model, freed = llm.take_preloaded(path, n_gpu_layers=n_gpu_layers, repack=repack)
+    if freed:
+        reset_peak_rss()  # the peak is this job's model alone, not the one preloaded in vain
+    return model or llm.Model(path, n_gpu_layers=n_gpu_layers, repack=repack)
 
 
 def _build_reference(payload: dict[str, Any], emit: Callable[..., None]) -> None:

@@ -102,6 +102,17 @@ class Spare:
     def __init__(self, env: dict[str, str] | None = None):
         self._proc: subprocess.Popen | None = spawn_worker(env, preload=True)
 
+    def preload(self, path: str, *, n_gpu_layers: int = 0) -> None:
+        """Have the waiting worker load this model now, for a job that will open it with these
+        settings (one that opens another model frees it first)."""
+        if self._proc is None or self._proc.stdin is None:
+            return
+        line = json.dumps({"preload": {"path": str(path), "n_gpu_layers": int(n_gpu_layers)}}) + "\n"
+        try:
+            self._proc.stdin.write(line.encode())
+        except BrokenPipeError:
+            pass
+
     def take(self) -> subprocess.Popen | None:
         proc, self._proc = self._proc, None
         return proc

@@ -106,7 +106,12 @@ def main() -> int:
 
         llm.lib()  # started ahead of its job: load llama.cpp while the parent prepares it
     try:
-        job = json.loads(sys.stdin.read())
+        job = json.loads(sys.stdin.readline())
+        if isinstance(job, dict) and "preload" in job:  # a spare told which model its job opens
+            from lab.engine import llm
+
+            llm.preload(**job["preload"])
+            job = json.loads(sys.stdin.read())
     except ValueError as exc:
         emit(protocol.ERROR, message=f"the engine received an unreadable job ({exc})")
         return 2
