@@ -113,6 +113,19 @@ def pct(ours: float | None, theirs: float) -> float | None:
     return ours / theirs - 1.0
 
 
+def _interval(ratios: list[float]) -> str:
+    """``; 95% a-b``: the distribution-free interval of the median, where the rounds allow one."""
+    ci = _median_interval(ratios)
+    return f"; 95% {ci[0]:.2f}-{ci[1]:.2f}" if ci else ""
+
+
+def _median_interval(ratios: list[float]) -> list[float] | None:
+    from lab.stats import median_interval
+
+    ci = median_interval(ratios)
+    return list(ci) if ci else None
+
+
 def median(values: list[float]) -> float:
     v = sorted(values)
     n = len(v)
@@ -243,9 +256,11 @@ def main() -> int:
         timing.append({"pass": label, "llama_perplexity": {"wall": [x[0] for x in t], "cpu": [x[1] for x in t]},
                        "rightsizer": {"wall": [x[0] for x in o], "cpu": [x[1] for x in o]},
                        "speed_wall": tw / ow, "speed_cpu": tc / oc, "speed_per_round": per_round,
+                       "speed_per_round_median_interval": _median_interval(per_round),
                        "speed_best": best})
         print(f"| {label} | {tw:.1f} s | {ow:.1f} s | {tw / ow:.2f}x | {tc:.1f} s | {oc:.1f} s | {tc / oc:.2f}x "
-              f"| {' '.join(f'{r:.2f}' for r in per_round)} (median {median(per_round):.2f}x) | {best:.2f}x |")
+              f"| {' '.join(f'{r:.2f}' for r in per_round)} (median {median(per_round):.2f}x{_interval(per_round)}) "
+              f"| {best:.2f}x |")
     tw_all = sum(median([x[0] for x in times[(n, "llama-perplexity")]]) for n in passes)
     ow_all = sum(median([x[0] for x in times[(n, "rightsizer")]]) for n in passes)
     tc_all = sum(median([x[1] for x in times[(n, "llama-perplexity")]]) for n in passes)

@@ -9,7 +9,8 @@ Each round runs, in this order, llama-batched-bench, ``rightsizer bench --batche
 llama-batched-bench again, with the same model, threads and rows (each row once, as
 llama-batched-bench does). The ratios rightsizer / llama-batched-bench of S_PP and S_TG are taken
 per round against the mean of the two llama-batched-bench runs around it, and their median over
-the rounds is printed per B (goal: within 3%). The second llama-batched-bench run of each round
+the rounds is printed per B (goal: within 3%), with the distribution-free 95% interval of that
+median from 6 rounds on. The second llama-batched-bench run of each round
 against the first is llama-batched-bench's own run-to-run noise, printed beside them.
 
 Build llama-batched-bench from the llama-cpp-python source distribution of the installed version:
@@ -50,6 +51,14 @@ def rightsizer(args: argparse.Namespace, repack: bool, db: Path) -> Rows:
            "-o", "jsonl", "--db", str(db)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return {r["pl"]: r for r in _jsonl(out.stdout)}
+
+
+def _interval(ratios: list[float]) -> str:
+    """The distribution-free 95% interval of the median ratio ("n/a" under 6 rounds)."""
+    from lab.stats import median_interval
+
+    ci = median_interval(ratios)
+    return f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "n/a"
 
 
 def main() -> int:
@@ -95,14 +104,14 @@ def main() -> int:
             print(f"round {rnd + 1} (llama-batched-bench/rightsizer/llama-batched-bench): " + "; ".join(line), flush=True)
     print()
     print("| B | figure | llama-batched-bench t/s (median) | rightsizer t/s (median) | ratio (median of rounds) "
-          "| llama-batched-bench 2nd/1st run (median; min-max) |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: |")
+          "| its 95% interval | llama-batched-bench 2nd/1st run (median; min-max) |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for b, key in sorted(ratio):
         n = noise[(b, key)]
         name = "S_PP" if key == "speed_pp" else "S_TG"
         print(f"| {b} | {name} | {statistics.median(seen[(b, key, 'theirs')]):.1f} | "
               f"{statistics.median(seen[(b, key, 'ours')]):.1f} | {statistics.median(ratio[(b, key)]):.3f} | "
-              f"{statistics.median(n):.3f}; {min(n):.3f}-{max(n):.3f} |")
+              f"{_interval(ratio[(b, key)])} | {statistics.median(n):.3f}; {min(n):.3f}-{max(n):.3f} |")
     return 0
 
 

@@ -81,3 +81,19 @@ def mean_interval(samples: list[float]) -> tuple[float, float, float] | None:
     sd = math.sqrt(sum((x - m) ** 2 for x in samples) / (n - 1))
     half = t975(n - 1) * sd / math.sqrt(n)
     return m, m - half, m + half
+
+
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free interval for the median: the k-th smallest and the k-th largest
+    value, k as large as keeps the chance that the interval covers the median (binomial
+    counts, p = 1/2) at ``confidence`` or more. None when even the extremes cannot (5 values
+    or fewer at 95%)."""
+    v = sorted(values)
+    n = len(v)
+    best, below = 0, 0  # below: ways for at most k - 1 values to fall under the median
+    for k in range(1, n // 2 + 1):
+        below += math.comb(n, k - 1)
+        if 1 - 2 * below / 2 ** n < confidence:
+            break
+        best = k
+    return (v[best - 1], v[n - best]) if best else None

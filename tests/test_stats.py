@@ -28,3 +28,12 @@ def test_percentile_interpolates_like_numpy() -> None:
     assert stats.percentile(values, 95) == pytest.approx(8.8)
     assert stats.percentile(values, 99) == pytest.approx(9.76)
     assert stats.percentile([], 50) is None
+
+
+def test_median_interval_takes_the_order_statistics_that_cover_the_median() -> None:
+    # nine values: 2nd and 8th cover the median with 1 - 2 * 10/512 = 96.1%; 3rd and 7th only 82%
+    assert stats.median_interval([9, 1, 8, 2, 7, 3, 6, 4, 5]) == (2, 8)
+    assert stats.median_interval(range(1, 7)) == (1, 6)  # six: the extremes, 96.9%
+    assert stats.median_interval(range(1, 6)) is None  # five: the extremes cover only 93.8%
+    assert stats.median_interval(range(1, 6), confidence=0.9) == (1, 5)
+    assert stats.median_interval(range(1, 16)) == (4, 12)  # fifteen: 96.5% (5th and 11th: 88.2%)
