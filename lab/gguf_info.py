@@ -414,11 +414,12 @@ KV_TYPE_BYTES = {
 # llama.cpp rounds the context (KV cells) up to a multiple of this.
 KV_CELL_PAD = 256
 
-# Resident memory of an engine child beside llama.cpp's buffers: Python, numpy and the ggml
+# Resident memory of an engine child beside llama.cpp's buffers: Python, numpy, llama.cpp's
+# ctypes bindings (not llama-cpp-python's high-level package: see lab.engine.llm) and the ggml
 # libraries, plus what loading a model builds on the heap. Fitted to engine children on the
 # reference machine (llama-cpp-python 0.3.36, x86-64): tiny models from 333 to 262k tokens,
 # 2 and 30 layers, and the demo model's BPE vocabulary; see tests/test_memory_estimate.py.
-RUNTIME_OVERHEAD_BYTES = 52 * 1024 * 1024
+RUNTIME_OVERHEAD_BYTES = 46 * 1024 * 1024
 VOCAB_TOKEN_BYTES = 153      # the vocabulary's token table and token-to-piece cache, per token
 MERGE_BYTES = 161            # BPE merge ranks, per merge rule
 TENSOR_BYTES = 11 * 1024     # graph and scheduler metadata, per model tensor

@@ -279,6 +279,21 @@ def test_a_spare_told_to_preload_a_file_that_does_not_load_still_runs_its_job(ti
     assert events[-2]["samples_ns"] and min(events[-2]["samples_ns"]) > 0
 
 
+_BINDINGS = """
+import sys
+from lab.engine import llm
+L = llm.lib()
+print(L.__name__, "jinja2" in sys.modules, "llama_cpp.llama" in sys.modules, "llama_cpp" in sys.modules)
+import llama_cpp  # the real package, on top of the bindings already loaded
+print(hasattr(llama_cpp, "Llama"), llama_cpp.llama_cpp is L, llama_cpp.llama_backend_init is L.llama_backend_init)
+"""
+
+
+def test_the_engine_loads_the_bindings_without_the_high_level_package() -> None:
+    out = subprocess.run([sys.executable, "-c", _BINDINGS], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["llama_cpp.llama_cpp False False False", "True True True"]
+
+
 def test_unknown_job_kind_is_reported(tmp_path: Path) -> None:
     events: list[dict] = []
     out = run_child({"kind": "nope", "payload": {}}, on_event=events.append)

@@ -20,12 +20,39 @@ from lab.errors import LabError, ModelError
 _L: Any = None
 
 
+def _bindings() -> Any:
+    """llama-cpp-python's ctypes bindings of the C API, ``llama_cpp.llama_cpp``.
+
+    The package's ``__init__`` also imports its high-level ``Llama`` class and chat formats
+    (jinja2 and more: about 0.1 s of every engine start), which the engine never uses. When the
+    package is not imported yet, a bare stand-in holds its place while the bindings load, and
+    leaves again: a later ``import llama_cpp`` runs the real ``__init__``, which finds the
+    bindings already loaded."""
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    if "llama_cpp" in sys.modules:
+        return importlib.import_module("llama_cpp.llama_cpp")
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or spec.submodule_search_locations is None:
+        raise ModuleNotFoundError("No module named 'llama_cpp'")
+    bare = types.ModuleType("llama_cpp")
+    bare.__path__ = list(spec.submodule_search_locations)
+    sys.modules["llama_cpp"] = bare
+    try:
+        return importlib.import_module("llama_cpp.llama_cpp")
+    finally:
+        if sys.modules.get("llama_cpp") is bare:
+            del sys.modules["llama_cpp"]
+
+
 def lib() -> Any:
-    """Import llama_cpp once, initialise the backend and route its log (``set_log``)."""
+    """Import llama.cpp's bindings once, initialise the backend and route its log (``set_log``)."""
     global _L
     if _L is None:
-        import llama_cpp as L
-
+        L = _bindings()
         L.llama_backend_init()
         set_log(L)
         _L = L
