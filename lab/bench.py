@@ -339,7 +339,8 @@ class _RunRecorder:
             row = self.result_row(event)
             # samples from here to the next test's start (its context, warm-up) are not this test's
             self.current_test = None
-            self.tag.end()
+            with self._lock:
+                self.tag.end(self._samples, event.get("mono"), self.sampler)
             self.store.add_result(row)
             self.flush_samples()
             self.results.append(row)

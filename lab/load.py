@@ -191,7 +191,8 @@ class _Recorder:
             window = self.sampler.end_window() if self.sampler is not None else None
             # the child goes on to the next level's context while this one is stored: samples
             # from now on are not this level's
-            self.tag.end()
+            with self._lock:
+                self.tag.end(self._samples, event.get("mono"), self.sampler)
             row = self.run.store_level(self.levels[event["index"]], event, self.loaded, window)
             self.flush_samples()
             self.rows.append(row)

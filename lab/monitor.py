@@ -343,8 +343,19 @@ class WindowTag:
         self._since = sampler.now() if sampler is not None else None  # before the name: see of()
         self.name = name
 
-    def end(self) -> None:
-        self.name = None
+    def end(self, rows: list[dict[str, Any]] | None = None, engine_mono: float | None = None,
+            sampler: "Sampler | None" = None) -> None:
+        """The test ended. ``engine_mono``: the engine's ``time.monotonic()`` at its end (one
+        clock for every process of the machine). The engine goes on to the next test before this
+        process hears of the end, so buffered sample ``rows`` read after that instant lose the
+        test's name."""
+        name, self.name = self.name, None
+        if rows is None or engine_mono is None or sampler is None:
+            return
+        until = sampler.at(engine_mono)
+        for row in rows:
+            if row.get("test") == name and row.get("t") is not None and row["t"] > until:
+                row["test"] = None
 
     def of(self, sample: Sample) -> str | None:
         name, since = self.name, self._since
@@ -388,6 +399,10 @@ class Sampler:
             self._proc = None
 
     # -- public --------------------------------------------------------------------------------
+
+    def at(self, mono: float) -> float:
+        """A ``time.monotonic()`` reading of any process on this machine, on this sampler's clock."""
+        return mono - self._t0
 
     def now(self) -> float:
         """The current time on the samples' clock (seconds since this Sampler was created)."""

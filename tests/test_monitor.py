@@ -204,6 +204,23 @@ def test_a_sample_read_before_a_test_began_is_not_that_tests() -> None:
     assert tag.of(after) is None
 
 
+def test_samples_read_after_the_engine_ended_a_test_lose_its_name() -> None:
+    from lab.monitor import WindowTag
+
+    sampler = Sampler(os.getpid(), interval=30)
+    tag = WindowTag()
+    tag.begin("load u1", sampler)
+    inside = sampler._take().to_row()
+    engine_end = time.monotonic()  # what the engine stamps on its TEST_END
+    time.sleep(0.01)
+    late = sampler._take()  # the engine is on the next level; the end has not arrived here yet
+    rows = [dict(inside, test=tag.of(sampler._take())), dict(late.to_row(), test=tag.of(late))]
+    assert [r["test"] for r in rows] == ["load u1", "load u1"]
+    tag.end(rows, engine_end, sampler)
+    assert [r["test"] for r in rows] == ["load u1", None]
+    assert sampler.at(engine_end) < late.t
+
+
 def test_end_window_without_begin_is_a_bug() -> None:
     sampler = Sampler(os.getpid())
     with pytest.raises(RuntimeError):

@@ -298,7 +298,7 @@ def run_load_job(payload: dict[str, Any], emit: Emit) -> None:
             if payload.get("warmup", True):
                 _warm_up(bench, prompts[0])
             figures = server.run()
-            emit(protocol.TEST_END, index=index, test=name, peak_rss_bytes=peak_rss_bytes(),
+            emit(protocol.TEST_END, index=index, test=name, peak_rss_bytes=peak_rss_bytes(), mono=time.monotonic(),
                  rss_reset_failed=not reset_ok, n_ctx=int(bench.llm.lib().llama_n_ctx(bench.ctx.ptr)),
                  slots=server.n_slots, chat_template=template, **bench.allocated(), **figures)
     finally:

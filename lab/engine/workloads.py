@@ -276,6 +276,6 @@ def run_bench_job(payload: dict[str, Any], emit: Emit) -> None:
             else:
                 figures = bench.run_speed_test(index, test, cp)
             emit(protocol.TEST_END, index=index, test=test.name, peak_rss_bytes=peak_rss_bytes(),
-                 rss_reset_failed=not reset_ok, **figures)
+                 rss_reset_failed=not reset_ok, mono=time.monotonic(), **figures)
     finally:
         bench.close()
