@@ -277,7 +277,6 @@ class _RunRecorder:
         self.on_event = on_event
         self.sampler: Any = None
         self.t0 = time.monotonic()
-        self.current_test: str | None = None
         self.tag = WindowTag()
         self.tokens = 0
         self.loaded: dict[str, Any] = {}
@@ -323,7 +322,6 @@ class _RunRecorder:
                 fields["warnings"] = event["repack_warning"]
             self.store.update_run(self.run_id, **fields, **self.storage())
         elif kind == protocol.TEST_START:
-            self.current_test = event["test"]
             self.tag.begin(event["test"], self.sampler)
             self.tokens = 0
             self._rep_start, self._spans = None, []
@@ -338,7 +336,6 @@ class _RunRecorder:
         elif kind == protocol.TEST_END:
             row = self.result_row(event)
             # samples from here to the next test's start (its context, warm-up) are not this test's
-            self.current_test = None
             with self._lock:
                 self.tag.end(self._samples, event.get("mono"), self.sampler)
             self.store.add_result(row)
