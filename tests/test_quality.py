@@ -292,7 +292,7 @@ _EXACT = textwrap.dedent("""
     from lab.quality_numerics import log_softmax32
     ref, cands, text, n_ctx, n_chunk = sys.argv[1], sys.argv[2].split(","), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
     def lps(path, toks):
-        m = llm.Model(path, repack=False); d = ChunkDecoder(m, n_ctx, 1, 2)
+        m = llm.Model(path); d = ChunkDecoder(m, n_ctx, 1, 2)  # repack as the quality job decides it
         out = [log_softmax32(d.decode([toks[i*n_ctx:(i+1)*n_ctx]], n_ctx // 2)[0, :-1]) for i in range(n_chunk)]
         d.close(); m.close(); return np.concatenate(out).astype(np.float64)
     m = llm.Model(ref, repack=False); toks = m.tokenize(open(text).read(), add_special=True, parse_special=False); m.close()
