@@ -308,6 +308,8 @@ def test_ctrl_c_in_the_cli_cancels_and_keeps_results(tiny_gguf: Path, tmp_path: 
         [sys.executable, "-m", "lab", "bench", str(tiny_gguf), "-p", "16", "-n", "4000", "-r", "50",
          "-o", "jsonl", "--db", str(db)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        # as from a terminal: a suite started in the background (`cmd &`) passes SIGINT on ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
     first = json.loads(proc.stdout.readline())  # pp16 finished

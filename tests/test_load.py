@@ -189,7 +189,9 @@ def test_ctrl_c_keeps_the_finished_levels(tiny_gguf: Path, tmp_path: Path) -> No
     db = tmp_path / "lab.db"
     proc = subprocess.Popen([sys.executable, "-m", "lab", "load", str(tiny_gguf), "--users", "1,2", "--duration", "3",
                              "--max-tokens", "4", "-t", "1", "--db", str(db)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                            # as from a terminal: a suite started in the background passes SIGINT on ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         time.sleep(0.2)
