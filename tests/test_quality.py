@@ -269,21 +269,6 @@ def test_cli_quality_json(tiny_gguf: Path, tmp_path: Path) -> None:
 # --- the demo ladder ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def demo_ladder(tmp_path_factory: pytest.TempPathFactory, demo_gguf: Path) -> dict[str, Path]:
-    from lab.library import LocalModel
-    from lab.quantize import build_ladder
-    from lab.store import Store
-
-    root = tmp_path_factory.mktemp("demo-ladder")
-    s = Store(root / "ladder.db")
-    steps = build_ladder(s, LocalModel(demo_gguf.name, demo_gguf, "demo", demo_gguf.stat().st_size),
-                         ["F16", "Q8_0", "Q4_0", "Q2_K"], out_dir=root, n_threads=2)
-    s.close()
-    assert all(st.status == "built" for st in steps)
-    return {st.type: st.path for st in steps}
-
-
 _EXACT = textwrap.dedent("""
     import json, sys
     import numpy as np
@@ -301,7 +286,7 @@ _EXACT = textwrap.dedent("""
 """)
 
 
-def test_demo_ladder_kld_order_and_exactness(demo_ladder: dict[str, Path], store, tmp_path: Path) -> None:
+def test_demo_ladder_kld_order_and_exactness(demo_ladder, store, tmp_path: Path) -> None:
     quants = ["Q8_0", "Q4_0", "Q2_K"]
     rows = measure_quality(store, QualityOptions(models=[str(demo_ladder[q]) for q in quants],
                                                  reference=str(demo_ladder["F16"]), n_ctx=256, n_chunks=2, n_threads=2))
