@@ -28,6 +28,7 @@ from typing import Any, Callable
 from lab import __version__
 from lab.engine import protocol
 from lab.errors import Cancelled, LabError, NotEnoughMemory
+from lab.ids import short_id
 from lab.load_figures import (ATTAINMENT_TARGET, Objective, level_figures, level_key, passes, request_figures,  # noqa: F401
                               running_figures, search_levels, store_level_rows)
 
@@ -361,7 +362,7 @@ def run_load(options: LoadOptions, store: Any, *, on_event: OnEvent | None = Non
           "max_level": outcome.max_level})
     if failure.get("interrupted"):
         stored = store.query("select count(*) n from results where run_id = ?", [run.run_id])[0]["n"]
-        raise Cancelled(f"the finished levels are stored ({stored} of them, run {run.run_id[:8]})")
+        raise Cancelled(f"the finished levels are stored ({stored} of them, run {short_id(run.run_id)})")
     return outcome
 
 

@@ -16,6 +16,7 @@ import click
 
 from lab.cli.db import db_option, open_store
 from lab.cli.output import Column, emit, format_option
+from lab.ids import short_id
 
 STEPS_FAILED_EXIT = 2
 
@@ -134,7 +135,7 @@ def run(plan_file: Path, fmt: str, db_path: Path | None) -> None:
     plan = load_plan(plan_file)
     store = open_store(db_path)
     outcome = run_plan(plan, store, on_event=_Progress())
-    rows = [dict(s.to_dict(), runs=", ".join(r[:8] for r in s.run_ids)) for s in outcome.steps]
+    rows = [dict(s.to_dict(), runs=", ".join(short_id(r) for r in s.run_ids)) for s in outcome.steps]
     if fmt == "json":
         click.echo(json.dumps({"plan": str(plan_file), "db": str(store.path), "steps": rows,
                                "verdict": outcome.verdict}, indent=2, default=str))

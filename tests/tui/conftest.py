@@ -94,6 +94,11 @@ class FixedStamps:
         store.now_iso, store.new_id = self._saved  # type: ignore[assignment]
 
 
+def _seeded_run_id(label: str) -> str:
+    """A fixed run id that, like ``lab.ids.new_id``'s, differs in its tail (what tables show)."""
+    return f"{label}-0000-4000-8000-{label:0>12}"
+
+
 # Per-repetition speeds as a fraction of a result's mean: the mean of the speeds is the mean.
 REP_SPREAD = (0.99, 0.995, 1.0, 1.005, 1.01)
 LOAD_S = 0.12
@@ -108,7 +113,7 @@ def bench_run(store: Any, *, index: int, machine: dict[str, Any], model: dict[st
     from lab.gguf_info import estimate_memory
     from lab.stats import NOISY_CV, mean, speed_stats
 
-    run_id = f"run{index:04d}-0000-4000-8000-000000000000"
+    run_id = _seeded_run_id(f"run{index:04d}")
     threads = machine["cpu_cores"]
     tests = [("pp512", 512, 0), ("tg128", 0, 128)]
     items = [{"test": t, "n_threads": threads, "n_batch": 2048, "n_ubatch": 512, "flash_attn": -1,
@@ -262,7 +267,7 @@ def seed_ladder(store: Any) -> None:
     machine = FINGERPRINT["id"]
 
     def measured(kind: str, number: int, mid: str, created: str, config: dict[str, Any]) -> str:
-        run_id = f"{kind[:4]}{number:04d}-0000-4000-8000-000000000000"
+        run_id = _seeded_run_id(f"{kind[:4]}{number:04d}")
         with FixedStamps(created) as stamps:
             stamps.ids.append(run_id)
             store.create_run(kind, machine_id=machine, model_id=mid, model_filename=names[mid], config=config,

@@ -8,6 +8,8 @@ from textual.widgets import DataTable, Input
 
 from conftest import screen_text, wait_for
 
+from lab.ids import short_id
+
 
 def _results(app) -> DataTable:
     return app.screen.query_one("#results", DataTable)
@@ -28,6 +30,13 @@ async def test_results_sort_and_filter(make_app) -> None:
         await open_results(app, pilot)
         times = _column(_results(app), 1)
         assert times == sorted(times, reverse=True)  # newest first
+        # the run column shows each run's short id, as the CLI prints it (the random tail)
+        store = app.open_store()
+        try:
+            runs = {short_id(r["run_id"]) for r in store.query("select distinct run_id from results")}
+        finally:
+            store.close()
+        assert {cell.split()[0] for cell in _column(_results(app), 13)} == runs and len(runs) > 1
         assert "rows 1–12 of 12" in screen_text(app)
         # s cycles the sort column: time -> machine -> model file -> quant -> test -> t/s
         for _ in range(5):
@@ -89,7 +98,7 @@ async def test_open_run_shows_config_machine_and_sample_curves(make_app, seeded_
     from lab.tui.format import human_bytes
 
     store = Store(seeded_db)
-    samples = store.samples("run0005-0000-4000-8000-000000000000")
+    samples = store.samples("run0005-0000-4000-8000-00000run0005")
     store.close()
     assert len(samples) > 10
     app = make_app()
@@ -99,7 +108,7 @@ async def test_open_run_shows_config_machine_and_sample_curves(make_app, seeded_
         await wait_for(pilot, lambda: type(app.screen).__name__ == "RunDetailScreen")
         await wait_for(pilot, lambda: "status" in screen_text(app))
         text = screen_text(app)
-        assert "run0005-0000-4000-8000-000000000000" in text and "big-box" in text
+        assert "run0005-0000-4000-8000-00000run0005" in text and "big-box" in text
         assert f"RSS: last {human_bytes(samples[-1]['rss_bytes'])}" in text and f"{len(samples)} samples" in text
         assert "GPU util: n/a" in text  # no GPU figures in these samples: n/a, not 0
         await pilot.press("escape")

@@ -19,6 +19,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static
 
 from lab.errors import LabError
+from lab.ids import short_id
 from lab.tui import data
 from lab.tui import format as fmt
 from lab.tui.messages import ResultsFailed, ResultsPageLoaded
@@ -187,7 +188,7 @@ class ResultsScreen(LabScreen):
                 right(fmt.human_bytes(row.get("est_memory_bytes"))),
                 right(fmt.num(row.get("n_threads"))), right(fmt.num(row.get("n_gpu_layers"))),
                 right(fmt.kld(row.get("model_kld"))), right(fmt.share(row.get("model_accuracy"))),
-                (row.get("run_id") or "")[:8] + ("" if row.get("run_status") in (None, "ok") else f" {row['run_status']}"),
+                short_id(row.get("run_id") or "") + ("" if row.get("run_status") in (None, "ok") else f" {row['run_status']}"),
                 key=rid,
             )
         if table.row_count:
